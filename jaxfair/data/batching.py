@@ -1,0 +1,58 @@
+"""Batching for datasets that live on the device and are indexed inside compiled loops.
+
+Each epoch is a fresh permutation drawn from `fold_in(key, epoch)`; the last, ragged batch of an epoch is
+padded (with copies of example 0) and carries `mask = 0` on the padding, so no example is ever silently
+dropped and weighted losses stay exact.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class Batch(NamedTuple):
+  x: Array
+  y: Array
+  mask: Array  # (B,) bool: True for real examples, False for padding
+
+
+def num_batches(num_examples: int, batch_size: int) -> int:
+  """Batches per epoch, counting the ragged last one."""
+  if batch_size <= 0:
+    raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+  return math.ceil(num_examples / batch_size)
+
+
+def _gather(tree, idx):
+  return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), tree)
+
+
+def epoch_batch(key: Array, x, y, step: Array, batch_size: int) -> Batch:
+  """The batch for global `step`: epoch = step // batches_per_epoch, a per-epoch permutation from `key`.
+
+  `x` and `y` may be arrays or pytrees of arrays with a common leading dimension.
+  """
+  n = jax.tree.leaves(x)[0].shape[0]
+  per_epoch = num_batches(n, batch_size)
+  epoch, index = jnp.divmod(step, per_epoch)
+  perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+  perm = jnp.pad(perm, (0, per_epoch * batch_size - n))
+  start = index * batch_size
+  idx = jax.lax.dynamic_slice_in_dim(perm, start, batch_size)
+  mask = start + jnp.arange(batch_size) < n
+  return Batch(_gather(x, idx), _gather(y, idx), mask)
+
+
+def padded_batches(x, y, batch_size: int) -> Batch:
+  """All examples in order as (num_batches, batch_size, ...) stacks, padded, with the mask (for evaluation)."""
+  n = jax.tree.leaves(x)[0].shape[0]
+  nb = num_batches(n, batch_size)
+  idx = jnp.arange(nb * batch_size)
+  mask = idx < n
+  idx = jnp.where(mask, idx, 0).reshape(nb, batch_size)
+  return Batch(_gather(x, idx), _gather(y, idx), mask.reshape(nb, batch_size))
