@@ -94,7 +94,7 @@ def make_train_step(model: PureModel, loss: PerExampleLoss, weighting: Weighting
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     n = jnp.maximum(mask.sum(), 1).astype(weights.dtype)
-    metrics = {"loss": monitored, "objective": value, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": monitored, "objective": value, "grad_norm": optax.tree.norm(grads),
                "weight_max_n": n * weights.max(), "ess_fraction": 1.0 / (n * jnp.sum(weights ** 2))}
     new_state = TrainState(state.step + 1, params, model_state, opt_state, rule_state, state.key)
     return new_state, metrics

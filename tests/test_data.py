@@ -1,0 +1,175 @@
+import gzip
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxfair import data
+
+
+class TestOffline:
+
+  def test_digits_split_is_deterministic_stratified_and_standardised_on_train(self):
+    a, b = data.load_digits(seed=3), data.load_digits(seed=3)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert a.x_train.shape[1] == 64 and a.num_classes == 10
+    assert len(a.y_train) + len(a.y_test) == 1797
+    np.testing.assert_allclose(a.x_train.mean(axis=0), 0.0, atol=1e-5)
+    assert abs(a.x_test.mean()) > 1e-4  # test features use train statistics, so they are not exactly centred
+    test_share = np.bincount(a.y_test, minlength=10) / np.bincount(np.r_[a.y_train, a.y_test], minlength=10)
+    np.testing.assert_allclose(test_share, 0.25, atol=0.01)
+    assert not np.array_equal(data.load_digits(seed=4).y_train, a.y_train)
+
+  def test_digits_images_in_unit_box(self):
+    d = data.load_digits(image=True)
+    assert d.x_train.shape[1:] == (8, 8, 1)
+    assert d.x_train.min() >= 0.0 and d.x_train.max() <= 1.0
+
+  @pytest.mark.parametrize("name,classes,features", [("breast_cancer", 2, 30), ("wine", 3, 13), ("iris", 3, 4)])
+  def test_other_offline_sets(self, name, classes, features):
+    d = data.load(name)
+    assert d.num_classes == classes and d.input_shape == (features,)
+    assert set(np.unique(d.y_train)) == set(range(classes))
+
+  def test_unknown_dataset_names_choices(self):
+    with pytest.raises(ValueError, match="digits"):
+      data.load("cifar100")
+
+  def test_select_classes_relabels(self):
+    pair = data.select_classes(data.load_digits(), (3, 8))
+    assert pair.num_classes == 2 and set(np.unique(pair.y_train)) == {0, 1}
+
+
+class TestFiles:
+
+  @pytest.mark.parametrize("suffix", ["", ".gz"])
+  @pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32, np.float64])
+  def test_idx_round_trip(self, tmp_path, suffix, dtype):
+    arr = (np.arange(24).reshape(2, 3, 4) * 3).astype(dtype)
+    path = tmp_path / f"a.idx{suffix}"
+    data.write_idx(path, arr)
+    out = data.load_idx(path)
+    assert out.dtype == arr.dtype
+    np.testing.assert_array_equal(out, arr)
+
+  def test_idx_errors_name_the_file(self, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.idx"):
+      data.load_idx(tmp_path / "missing.idx")
+    bad = tmp_path / "bad.idx"
+    bad.write_bytes(b"\x01\x02\x03\x04junk")
+    with pytest.raises(ValueError, match="bad.idx.*magic"):
+      data.load_idx(bad)
+    truncated = tmp_path / "trunc.idx"
+    data.write_idx(truncated, np.zeros((4, 5), np.uint8))
+    truncated.write_bytes(truncated.read_bytes()[:-3])
+    with pytest.raises(ValueError, match="trunc.idx.*truncated"):
+      data.load_idx(truncated)
+
+  def test_mnist_directory(self, tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 6), ("t10k", 4)):
+      data.write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+      data.write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+    d = data.load_mnist(tmp_path)
+    assert d.x_train.shape == (6, 28, 28, 1) and d.x_test.shape == (4, 28, 28, 1)
+    assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0 and d.y_train.dtype == np.int32
+    with pytest.raises(FileNotFoundError, match="t10k-images"):
+      (tmp_path / "t10k-images-idx3-ubyte.gz").unlink()
+      data.load_mnist(tmp_path)
+
+  def _write_cifar(self, root, n=3):
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+      batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
+      with open(root / name, "wb") as f:
+        pickle.dump(batch, f)
+      batches[name] = batch
+    return batches
+
+  def test_cifar10_round_trip(self, tmp_path):
+    batches = self._write_cifar(tmp_path)
+    d = data.load_cifar10(tmp_path)
+    assert d.x_train.shape == (15, 32, 32, 3) and d.x_test.shape == (3, 32, 32, 3)
+    first = batches["data_batch_1"][b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0) / 255.0
+    np.testing.assert_allclose(d.x_train[0], first, rtol=1e-6)
+    np.testing.assert_array_equal(d.y_test, batches["test_batch"][b"labels"])
+
+  def test_cifar10_corrupt_and_missing(self, tmp_path):
+    self._write_cifar(tmp_path)
+    (tmp_path / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="data_batch_3"):
+      data.load_cifar10(tmp_path)
+    (tmp_path / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_3"):
+      data.load_cifar10(tmp_path)
+
+  def test_csv_round_trip_with_header_missing_rows_and_string_labels(self, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label\n1,2,yes\n3,?,no\n5,6,no\n7,8,yes\n")
+    x, y = data.load_csv(path, label_column="label")
+    np.testing.assert_array_equal(x, [[1, 2], [5, 6], [7, 8]])
+    np.testing.assert_array_equal(y, ["yes", "no", "yes"])
+    with pytest.raises(ValueError, match="t.csv.*'target'"):
+      data.load_csv(path, label_column="target")
+    ragged = tmp_path / "r.csv"
+    ragged.write_text("1,2,0\n3,1\n")
+    with pytest.raises(ValueError, match="r.csv.*row 2"):
+      data.load_csv(ragged)
+
+  def test_arff_round_trip(self, tmp_path):
+    path = tmp_path / "t.arff"
+    path.write_text("@relation t\n@attribute f1 numeric\n@attribute f2 {red,blue}\n"
+                    "@attribute class {pos,neg}\n@data\n1.5,red,pos\n2.5,blue,neg\n?,red,pos\n")
+    x, y = data.load_arff(path)
+    np.testing.assert_array_equal(x, [[1.5, 1.0], [2.5, 0.0]])
+    np.testing.assert_array_equal(y, ["pos", "neg"])
+    d = data.load_table(path, test_fraction=0.5)
+    assert d.num_classes == 2
+    broken = tmp_path / "broken.arff"
+    broken.write_text("@relation t\n@attribute f1 numeric\n@data\nnot,a,row\n")
+    with pytest.raises(ValueError, match="broken.arff"):
+      data.load_arff(broken)
+
+
+class TestSynthetic:
+
+  def test_linear_regression_shared_minimiser_and_heterogeneous_norms(self):
+    task = jax.jit(data.linear_regression, static_argnums=(1, 2, 3))(jax.random.key(0), 500, 100, 20)
+    np.testing.assert_allclose(task.x_train @ task.w_star, task.y_train, rtol=1e-5, atol=1e-5)
+    norms = jnp.linalg.norm(task.x_train, axis=1)
+    assert norms.max() / norms.min() > 20
+
+  def test_gaussian_mixture_groups_and_noise(self):
+    d = data.gaussian_mixture(jax.random.key(1), 20000, 5, group_fractions=(0.8, 0.2), label_noise=0.1)
+    assert abs(float((d.group == 1).mean()) - 0.2) < 0.02
+    assert abs(float((d.y != d.y_clean).mean()) - 0.1) < 0.01
+
+  def test_long_tailed_exact_counts(self):
+    y = jnp.repeat(jnp.arange(5), 100)
+    keep = jax.jit(data.long_tailed_mask, static_argnums=(2, 3))(jax.random.key(0), y, 5, 16.0)
+    counts = np.bincount(np.asarray(y)[np.asarray(keep)], minlength=5)
+    np.testing.assert_array_equal(counts, np.ceil(100 * 16.0 ** (-np.arange(5) / 4)))
+    with pytest.raises(ValueError, match="imbalance_ratio"):
+      data.long_tailed_mask(jax.random.key(0), y, 5, 0.5)
+
+
+class TestBatching:
+
+  def test_epoch_covers_every_example_once_with_padding_masked(self):
+    n, bs = 10, 4
+    x, y = jnp.arange(n, dtype=jnp.float32), jnp.arange(n)
+    seen = []
+    for step in range(3):
+      b = data.epoch_batch(jax.random.key(0), x, y, jnp.int32(step), bs)
+      seen += list(np.asarray(b.y)[np.asarray(b.mask)])
+    assert sorted(seen) == list(range(n))
+    assert np.asarray(b.mask).tolist() == [True, True, False, False]
+    nxt = data.epoch_batch(jax.random.key(0), x, y, jnp.int32(3), bs)  # next epoch: a new permutation
+    assert nxt.mask.all()
+
+  def test_padded_batches(self):
+    b = data.padded_batches(jnp.arange(5.0), jnp.arange(5), 2)
+    assert b.x.shape == (3, 2) and b.mask.sum() == 5

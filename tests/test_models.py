@@ -1,0 +1,48 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxfair import models
+
+
+def test_params_are_plain_dicts_with_string_paths_and_vmap_over_keys():
+  model = models.mlp((64,), 10, width=16, depth=3, norm="layer")
+  params, state = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 5))
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+  assert all("'" in p for p in paths)  # string keys only
+  assert params["hidden_2"]["kernel"].shape == (5, 16, 16)
+  assert not np.allclose(params["head"]["kernel"][0], params["head"]["kernel"][1])
+  out, _ = jax.vmap(lambda p, s: model.apply(p, s, jnp.ones((4, 64))))(params, state)
+  assert out.shape == (5, 4, 10)
+
+
+def test_batchnorm_updates_statistics_in_train_mode_only():
+  model = models.mlp((3,), 2, width=4, depth=1, norm="batch")
+  params, state = model.init(jax.random.key(0))
+  x = jax.random.normal(jax.random.key(1), (16, 3)) * 3 + 1
+  _, train_state = model.apply(params, state, x, train=True)
+  _, eval_state = model.apply(params, state, x, train=False)
+  assert not np.allclose(train_state["norm_0"]["mean"], state["norm_0"]["mean"])
+  np.testing.assert_array_equal(eval_state["norm_0"]["mean"], state["norm_0"]["mean"])
+
+
+@pytest.mark.parametrize("factory", [lambda: models.cnn((8, 8, 1), 10),
+                                     lambda: models.mlp((8, 8, 1), 10, norm="batch")])
+def test_kernels_before_batchnorm_are_scale_invariant(factory):
+  model = factory()
+  params, state = model.init(jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (32, 8, 8, 1))
+  out, _ = model.apply(params, state, x, train=True)
+  name = "conv_0" if "conv_0" in params else "hidden_0"
+  scaled = jax.tree.map(lambda a: a, params)
+  scaled[name] = {"kernel": params[name]["kernel"] * 7.5}
+  out_scaled, _ = model.apply(scaled, state, x, train=True)
+  np.testing.assert_allclose(out, out_scaled, rtol=1e-3, atol=1e-4)
+
+
+def test_bad_configuration_errors():
+  with pytest.raises(ValueError, match="norm"):
+    models.mlp((3,), 2, norm="group").init(jax.random.key(0))
+  with pytest.raises(ValueError, match="input_shape"):
+    models.cnn((64,), 10)
