@@ -1,0 +1,157 @@
+"""Neural-network hypothesis space: many MLPs trained from independent inits in one compiled program.
+
+Each hypothesis is an MLP Linear(d, w) + depth x Linear(w, w) + Linear(w, k) with ReLU (depth + 1 hidden
+layers, as in Boopathy et al. 2024), PyTorch-default uniform init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), trained
+with Adam on the MSE to the (one-hot) targets; its sample is the trained net's test MSE (mean over test points
+and outputs -- not the reference code's MSE / batch_size). Init and data order come from the hypothesis's key.
+
+`train_mlp_hypothesis(key)` is a pure function with a `lax.scan` over epochs and minibatches, so
+`jit(vmap(train))` over keys trains K nets as one program; `nn_hypothesis_losses` runs it through `lax.map`
+with a vmapped chunk size that keeps the working set under `max_chunk_bytes`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxfair import _checks
+
+Array = jax.Array
+
+
+class HypothesisLosses(NamedTuple):
+  test: Array   # (K,) test MSE per hypothesis
+  train: Array  # (K,) final training MSE per hypothesis (did it fit the training data?)
+
+
+def mlp_init(key: Array, sizes: tuple[int, ...], dtype=jnp.float32) -> list[tuple[Array, Array]]:
+  """[(W, b)] with W ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's nn.Linear default), same for b."""
+  params = []
+  for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    kw, kb = jax.random.split(jax.random.fold_in(key, i))
+    bound = 1.0 / np.sqrt(fan_in)
+    params.append((jax.random.uniform(kw, (fan_in, fan_out), dtype, -bound, bound),
+                   jax.random.uniform(kb, (fan_out,), dtype, -bound, bound)))
+  return params
+
+
+def mlp_apply(params, x: Array) -> Array:
+  for w, b in params[:-1]:
+    x = jax.nn.relu(x @ w + b[None, :])
+  w, b = params[-1]
+  return x @ w + b[None, :]
+
+
+def mlp_sizes(in_dim: int, out_dim: int, width: int, depth: int) -> tuple[int, ...]:
+  return (in_dim,) + (width,) * (depth + 1) + (out_dim,)
+
+
+def _mse(params, x, y):
+  return jnp.mean(jnp.square(mlp_apply(params, x) - y))
+
+
+def train_mlp_hypothesis(key: Array, x_train: Array, y_train: Array, x_test: Array, y_test: Array, *,
+                         width: int, depth: int, epochs: int, learning_rate: float = 1e-3,
+                         batch_size: int | None = None) -> tuple[Array, Array]:
+  """Trains one MLP from `key` (init and data order); returns (test MSE, train MSE). Pure, vmappable."""
+  x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in (x_train, y_train, x_test, y_test))
+  n = x_train.shape[0]
+  bs = n if batch_size is None else min(int(batch_size), n)
+  steps_per_epoch = n // bs
+  init_key, order_key = jax.random.split(key)
+  params = mlp_init(init_key, mlp_sizes(x_train.shape[1], y_train.shape[1], width, depth), x_train.dtype)
+  opt = optax.adam(learning_rate)
+  grad_fn = jax.grad(_mse)
+
+  def step(carry, idx):
+    params, opt_state = carry
+    grads = grad_fn(params, x_train[idx], y_train[idx])
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), None
+
+  def epoch(carry, e):
+    if bs == n:
+      idx = jnp.arange(n)[None, :]
+    else:
+      perm = jax.random.permutation(jax.random.fold_in(order_key, e), n)
+      idx = perm[:steps_per_epoch * bs].reshape(steps_per_epoch, bs)
+    carry, _ = jax.lax.scan(step, carry, idx)
+    return carry, None
+
+  (params, _), _ = jax.lax.scan(epoch, (params, opt.init(params)), jnp.arange(epochs))
+  return _mse(params, x_test, y_test), _mse(params, x_train, y_train)
+
+
+def mlp_bytes_per_hypothesis(n_train: int, n_test: int, in_dim: int, out_dim: int, width: int, depth: int,
+                             batch_size: int | None, itemsize: int = 4) -> int:
+  """Rough working set of one hypothesis: params x 4 (params, grads, two Adam moments) plus activations."""
+  sizes = mlp_sizes(in_dim, out_dim, width, depth)
+  num_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+  bs = n_train if batch_size is None else min(batch_size, n_train)
+  acts = 2 * max(bs, n_test, n_train) * sum(sizes)
+  return itemsize * (4 * num_params + acts)
+
+
+@functools.partial(jax.jit, static_argnames=("num_hypotheses", "width", "depth", "epochs", "batch_size",
+                                             "chunk_size"))
+def _train_many(key, x_train, y_train, x_test, y_test, learning_rate, *, num_hypotheses, width, depth, epochs,
+                batch_size, chunk_size):
+  train = functools.partial(train_mlp_hypothesis, x_train=x_train, y_train=y_train, x_test=x_test,
+                            y_test=y_test, width=width, depth=depth, epochs=epochs, learning_rate=learning_rate,
+                            batch_size=batch_size)
+  keys = jax.random.split(key, num_hypotheses)
+  test, train_loss = jax.lax.map(train, keys, batch_size=chunk_size)
+  return HypothesisLosses(test, train_loss)
+
+
+def nn_hypothesis_losses(key: Array, train: tuple[Array, Array], test: tuple[Array, Array], *,
+                         num_hypotheses: int, width: int, depth: int, epochs: int = 100,
+                         learning_rate: float = 1e-3, batch_size: int | None = None,
+                         chunk_size: int | None = None, max_chunk_bytes: int = 1 << 28) -> HypothesisLosses:
+  """Test (and train) MSEs of `num_hypotheses` MLPs trained from independent inits and data orders.
+
+  Args:
+    key: typed PRNG key; hypothesis i uses `split(key, K)[i]` for its init and minibatch order.
+    train, test: (x (n, d), y (n, k)) pairs; y one-hot for classification.
+    num_hypotheses: K.
+    width, depth: hidden width and number of extra hidden layers (depth + 1 hidden layers).
+    epochs: passes over the training set; `batch_size=None` is full batch (one step per epoch).
+    learning_rate: Adam step size (reference 1e-3).
+    chunk_size: hypotheses trained together in one vmapped chunk (default: from `max_chunk_bytes`).
+
+  Returns:
+    `HypothesisLosses(test=(K,), train=(K,))`. Hypotheses that did not fit the training data show a large
+    `train` loss; filter on it if the hypothesis distribution should only contain interpolating nets.
+
+  Example:
+    >>> out = nn_hypothesis_losses(jax.random.key(0), (xtr, ytr), (xte, yte), num_hypotheses=512, width=64,
+    ...                            depth=1, epochs=200)
+  """
+  (x_train, y_train), (x_test, y_test) = train, test
+  from jaxfair.inductive_bias.kernels import _validate
+  _validate(x_train, y_train, x_test, y_test)
+  for name, v in (("num_hypotheses", num_hypotheses), ("width", width), ("epochs", epochs)):
+    if int(v) < 1:
+      raise ValueError(f"`{name}` must be >= 1, got {v}.")
+  if int(depth) < 0:
+    raise ValueError(f"`depth` must be >= 0 (the number of extra hidden layers), got {depth}.")
+  _checks.check_positive(learning_rate, "learning_rate")
+  x_train = jnp.asarray(x_train)
+  dtype = x_train.dtype if jnp.issubdtype(x_train.dtype, jnp.floating) else jnp.float32
+  cast = lambda a: jnp.asarray(a, dtype)
+  if chunk_size is None:
+    per = mlp_bytes_per_hypothesis(x_train.shape[0], np.shape(x_test)[0], x_train.shape[1], np.shape(y_train)[1],
+                                   int(width), int(depth), batch_size, jnp.dtype(dtype).itemsize)
+    chunk_size = default_chunk_size(per, max_chunk_bytes, int(num_hypotheses))
+  return _train_many(key, cast(x_train), cast(y_train), cast(x_test), cast(y_test), learning_rate,
+                     num_hypotheses=int(num_hypotheses), width=int(width), depth=int(depth), epochs=int(epochs),
+                     batch_size=None if batch_size is None else int(batch_size), chunk_size=int(chunk_size))
+
+
+def default_chunk_size(bytes_per_item: int, max_chunk_bytes: int, total: int) -> int:
+  return int(max(1, min(total, max_chunk_bytes // max(bytes_per_item, 1))))
