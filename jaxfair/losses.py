@@ -16,10 +16,18 @@ Array = jax.Array
 
 
 def _binary_margins(logits: Array, labels: Array) -> Array:
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
   if logits.ndim == 2 and logits.shape[-1] == 1:
     logits = logits[:, 0]
+  if labels.ndim == 2 and labels.shape[-1] == 1:
+    labels = labels[:, 0]
   _checks.check_ndim(logits, 1, "logits")
+  # (B,) labels only: (B, 1) * (B,) would silently broadcast to a (B, B) loss matrix.
+  _checks.check_ndim(labels, 1, "labels")
   _checks.check_same_leading(logits, labels, "logits", "labels")
+  if not jnp.issubdtype(logits.dtype, jnp.floating):
+    raise ValueError(f"`logits` must be floating point, got dtype {logits.dtype}.")
   _checks.check_binary_labels(labels)
   y = 2.0 * labels.astype(logits.dtype) - 1.0
   return y * logits
@@ -59,7 +67,8 @@ def focal(logits: Array, labels: Array, gamma: float = 2.0) -> Array:
 
 def zero_one(logits: Array, labels: Array) -> Array:
   """0-1 error with ties counted as errors: 1[z <= 0]."""
-  return (_binary_margins(logits, labels) <= 0).astype(jnp.float32)
+  z = _binary_margins(logits, labels)
+  return (z <= 0).astype(z.dtype)
 
 
 def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
