@@ -26,7 +26,7 @@ def test_nn_hypotheses_fit_training_data_and_match_single_training():
   assert float(out.test.min()) > float(out.train.max())
   assert float(jnp.std(out.test)) > 0  # different inits and data orders -> different hypotheses
   i = 4
-  single = ib.train_mlp_hypothesis(jax.random.split(key, 6)[i], *train, *test, **kw)
+  single = jax.jit(lambda k: ib.train_mlp_hypothesis(k, *train, *test, **kw))(jax.random.split(key, 6)[i])
   np.testing.assert_allclose(single[0], out.test[i], rtol=2e-4, atol=1e-6)
 
 
