@@ -294,10 +294,12 @@ def _first_nonfinite(metrics: dict[str, np.ndarray], per_step: bool) -> tuple[in
 
   Train metrics are (R, T, ...) arrays, eval metrics (R, ...). None if everything is finite.
   """
-  floats = {k: v for k, v in metrics.items() if _float_metric(v)}
+  lead = 2 if per_step else 1
+  # Eval vectors (per-class accuracy) may hold NaN legitimately (a class absent from the test split), so only
+  # scalar eval metrics are guarded; every float train metric is.
+  floats = {k: v for k, v in metrics.items() if _float_metric(v) and (per_step or v.ndim == 1)}
   if not floats:
     return None
-  lead = 2 if per_step else 1
   bad = {k: ~np.isfinite(v.reshape(v.shape[:lead] + (-1,))).all(axis=-1) for k, v in floats.items()}
   bad_any = np.logical_or.reduce(list(bad.values()))
   if not bad_any.any():
@@ -324,6 +326,9 @@ def _nonfinite_message(kind: str, step: int, run: Run, name: str,
   msg += ("The log keeps the lines before this step and the last checkpoint is untouched. Typical fixes: a "
           "smaller learning rate, gradient clipping, or a bounded loss/weighting temperature.")
   return msg
+
+
+_COMPILED: dict[tuple[Any, ...], tuple[Any, Callable, Callable, dict[int, Callable]]] = {}
 
 
 class Sweep:
@@ -367,10 +372,17 @@ class Sweep:
     def evaluate_one(s, data):
       return program.evaluate(s, data) if self.has_data else program.evaluate(s)
 
-    self._init = jax.jit(jax.vmap(init_one, spmd_axis_name=spmd), out_shardings=out_sh)
-    self._evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None), spmd_axis_name=spmd),
-                             out_shardings=out_sh)
-    self._chunks: dict[int, Callable] = {}
+    # The jitted functions are cached per (program, placement), so running the same program object again in
+    # this process (a resumed run in a notebook or a test) reuses the compiled executables.
+    cache_key = (id(program), spmd, out_sh)
+    cached = _COMPILED.get(cache_key)
+    if cached is None or cached[0] is not program:
+      cached = (program, jax.jit(jax.vmap(init_one, spmd_axis_name=spmd), out_shardings=out_sh),
+                jax.jit(jax.vmap(evaluate_one, in_axes=(0, None), spmd_axis_name=spmd), out_shardings=out_sh), {})
+      if len(_COMPILED) >= 8:
+        _COMPILED.pop(next(iter(_COMPILED)))
+      _COMPILED[cache_key] = cached
+    _, self._init, self._evaluate, self._chunks = cached
     self._spmd, self._out_sh = spmd, out_sh
 
   def _mesh_ctx(self):

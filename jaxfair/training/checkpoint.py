@@ -111,14 +111,13 @@ class Checkpointer:
     it are rewrapped with the same PRNG implementation.
     """
     leaves, treedef = jax.tree.flatten(template)
-    abstract = {f"{i:06d}": _abstract_leaf(x) for i, x in enumerate(leaves)}
-    restored = self._manager.restore(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    meta = dict(restored["meta"])
+    meta = dict(self.restore_meta(step))
     n = meta.pop("_num_leaves", len(leaves))
     if n != len(leaves):
       raise ValueError(f"checkpoint {step} in {self.directory} has {n} arrays but the template has "
                        f"{len(leaves)}: the config changed since it was written. Use a fresh --workdir.")
+    abstract = {f"{i:06d}": _abstract_leaf(x) for i, x in enumerate(leaves)}
+    restored = self._manager.restore(int(step), args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     flat = restored["state"]
     out = []
     for i, x in enumerate(leaves):
@@ -127,6 +126,10 @@ class Checkpointer:
         y = jax.random.wrap_key_data(y, impl=_key_impl(x))
       out.append(y)
     return jax.tree.unflatten(treedef, out), meta
+
+  def restore_meta(self, step: int) -> dict[str, Any]:
+    """Only the JSON metadata of checkpoint `step`."""
+    return dict(self._manager.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
   def close(self) -> None:
     self._manager.close()
