@@ -230,7 +230,7 @@ def imhof_cdf(q: GeneralizedChiSquared, x: float) -> float:
     wu = w * u
     theta = 0.5 * np.sum(k * np.arctan(wu) + d * wu / (1 + wu**2)) - 0.5 * xc * u
     log_rho = np.sum(0.25 * k * np.log1p(wu**2) + 0.5 * d * wu**2 / (1 + wu**2))
-    return math.sin(theta) / (u * math.exp(log_rho))
+    return math.sin(theta) * math.exp(-log_rho) / u
 
   val, _ = integrate.quad(f, 0.0, np.inf, limit=1000, epsabs=1e-12, epsrel=1e-10)
   return 0.5 - val / math.pi
