@@ -26,10 +26,10 @@ def _leaves(tree):
 
 
 def test_seed_and_batch_sharded_sweeps_equal_unsharded(tmp_path):
-  """Runs over 4 devices, then a 2 (runs) x 2 (batch) mesh; the batch-only 1 x 4 case is compiled below."""
+  """The run axis over 4 devices, then the batch axis over 4 devices (the 2 x 2 mesh is compiled below)."""
   assert jax.device_count() == 4
   base = _run(tmp_path, "unsharded", 1, 1)
-  for name, run_shards, batch_shards in [("runs", 4, 1), ("batch", 2, 2)]:
+  for name, run_shards, batch_shards in [("runs", 4, 1), ("batch", 1, 4)]:
     res = _run(tmp_path, name, run_shards, batch_shards)
     w = jax.tree.leaves(res.state.params)[0]
     assert len(w.sharding.device_set) == run_shards * batch_shards, name
@@ -48,8 +48,9 @@ def test_batch_sharding_inserts_gradient_all_reduce():
   config = main_lib.load_config("experiments/configs/erm.py:quick", OVERRIDES)
   program = train.make_program(config)
   runs = runner.make_runs((0, 1), {"learning_rate": [1e-3]})
-  sweep = runner.Sweep(program, runs, run_shards=1, batch_shards=4)
-  chunk = jax.jit(jax.vmap(lambda s, h, d: program.run_chunk(s, h, d, 3), in_axes=(0, 0, None)))
+  sweep = runner.Sweep(program, runs, run_shards=2, batch_shards=2)
+  chunk = jax.jit(jax.vmap(lambda s, h, d: program.run_chunk(s, h, d, 3), in_axes=(0, 0, None),
+                           spmd_axis_name="runs"))
   with jax.set_mesh(sweep.mesh):
     compiled = chunk.lower(sweep.abstract_state(), sweep.hparams, sweep.data).compile().as_text()
   assert "all-reduce" in compiled  # the batch is split over devices, so gradients are summed across them
