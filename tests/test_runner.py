@@ -108,7 +108,8 @@ def test_make_runs_order_and_errors():
 def test_sweep_compiles_once_and_logs_every_step(tmp_path):
   counter = {}
   runs = runner.make_runs([0, 1], {"learning_rate": [0.1, 0.5]})
-  res = runner.run_sweep(toy_program(trace_counter=counter), runs, tmp_path, runner.RunnerOptions(**OPTS))
+  res = runner.run_sweep(toy_program(trace_counter=counter), runs, tmp_path,
+                         runner.RunnerOptions(**OPTS, tensorboard=True))
   # 5 chunks, 3 evaluations: each function traced once (vmapped over the 4 runs, not per run or per chunk).
   assert counter == {"init": 1, "run_chunk": 1, "evaluate": 1}
   recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -125,6 +126,20 @@ def test_sweep_compiles_once_and_logs_every_step(tmp_path):
   assert len(summary["by_hparams"]) == 2 and summary["by_hparams"][0]["num_seeds"] == 2
   assert (tmp_path / "config.json").exists()
   assert runner.checkpoint_lib.Checkpointer(tmp_path / "checkpoints").latest_step() == 50
+  try:
+    import tensorboardX  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  except ImportError:
+    assert not (tmp_path / "tensorboard").exists()
+
+
+def test_tensorboard_is_optional(tmp_path, monkeypatch):
+  import sys  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import fails as if not installed
+  tb = runner._TensorBoard(tmp_path / "tb", purge_step=None)  # pylint: disable=protected-access
+  tb.write([{"kind": "train", "step": 1, "run": 0, "metrics": {"loss": 1.0}}])
+  tb.close()
+  assert not (tmp_path / "tb").exists()
 
 
 def test_resume_equals_uninterrupted(tmp_path):
