@@ -59,9 +59,9 @@ def test_gp_losses_match_exact_distribution_moments(x64):
   xtr, ytr, xte, yte = _tiny_problem(n=8, m=12)
   q = ib.gp_loss_distribution(xtr, ytr, xte, yte, lengthscale=1.0, jitter=1e-6)
   for method in ("cholesky", "eigh"):
-    losses = np.asarray(ib.gp_posterior_losses(jax.random.key(1), xtr, ytr, xte, yte, num_samples=30_000,
+    losses = np.asarray(ib.gp_posterior_losses(jax.random.key(1), xtr, ytr, xte, yte, num_samples=20_000,
                                                lengthscale=1.0, method=method, chunk_size=1000))
-    assert losses.shape == (30_000,)
+    assert losses.shape == (20_000,)
     assert abs(losses.mean() - q.mean) <= 5 * math.sqrt(q.variance / losses.size)
     assert abs(losses.var() / q.variance - 1) < 0.06
 
@@ -194,8 +194,7 @@ def test_bad_sampler_inputs():
 def test_gp_chunking_does_not_change_samples():
   xtr, ytr, xte, yte = _tiny_problem()
   args = (jax.random.key(3), xtr, ytr, xte, yte)
-  a = ib.gp_posterior_losses(*args, num_samples=100, chunk_size=100)
-  b = ib.gp_posterior_losses(*args, num_samples=100, chunk_size=100)
-  c = ib.gp_posterior_losses(*args, num_samples=100, chunk_size=7)
+  a = ib.gp_posterior_losses(*args, num_samples=100, chunk_size=7)  # 15 chunks, the last one padded
+  b = ib.gp_posterior_losses(*args, num_samples=100, chunk_size=7)
   np.testing.assert_array_equal(a, b)
-  assert c.shape == (100,) and np.all(np.isfinite(c))
+  assert a.shape == (100,) and np.all(np.isfinite(a)) and len(np.unique(np.asarray(a))) == 100

@@ -8,7 +8,7 @@ import numpy as np
 from jaxfair import inductive_bias as ib
 
 
-def _task(n=32, m=40, d=5, k=3, seed=0):
+def _task(n=32, m=40, d=4, k=2, seed=0):
   rng = np.random.default_rng(seed)
   w = rng.normal(size=(d, k))
   x = rng.normal(size=(n + m, d)).astype(np.float32)
@@ -19,10 +19,10 @@ def _task(n=32, m=40, d=5, k=3, seed=0):
 def test_nn_hypotheses_fit_training_data_and_match_single_training():
   train, test = _task()
   key = jax.random.key(0)
-  kw = dict(width=32, depth=1, epochs=150, learning_rate=1e-2, batch_size=16)
+  kw = dict(width=16, depth=1, epochs=80, learning_rate=2e-2, batch_size=16)
   out = ib.nn_hypothesis_losses(key, train, test, num_hypotheses=6, chunk_size=3, **kw)
   assert out.test.shape == (6,) and out.train.shape == (6,)
-  assert float(out.train.max()) < 0.02  # every net (nearly) interpolates its training set
+  assert float(out.train.max()) < 0.03  # every net (nearly) interpolates its training set
   assert float(out.test.min()) > float(out.train.max())
   assert float(jnp.std(out.test)) > 0  # different inits and data orders -> different hypotheses
   i = 4
@@ -30,12 +30,15 @@ def test_nn_hypotheses_fit_training_data_and_match_single_training():
   np.testing.assert_allclose(single[0], out.test[i], rtol=2e-4, atol=1e-6)
 
 
-def test_random_features_approach_gp_for_many_features(x64):
+def test_random_features_approach_gp_as_features_grow(x64):
   train, test = _task(n=20, m=30, d=3)
   ls = 2.0
-  rf = ib.random_feature_losses(jax.random.key(1), *train, *test, num_hypotheses=100, num_features=2048,
-                                lengthscale=ls)
   q = ib.gp_loss_distribution(*train, *test, lengthscale=ls)
-  assert rf.shape == (100,)
-  # Finite-D features add spread, but the mean test loss is close to the GP's.
-  assert abs(float(rf.mean()) / q.mean - 1) < 0.1
+  gap = {}
+  for num_features in (256, 4096):
+    rf = ib.random_feature_losses(jax.random.key(1), *train, *test, num_hypotheses=48,
+                                  num_features=num_features, lengthscale=ls)
+    assert rf.shape == (48,)
+    gap[num_features] = abs(float(rf.mean()) / q.mean - 1)
+  # Finite-D features add spread (mean loss above the GP's); the gap closes as D grows.
+  assert gap[4096] < 0.1 and gap[4096] < gap[256], gap
