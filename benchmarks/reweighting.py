@@ -1,0 +1,104 @@
+"""Train-step time of an MLP with each instance-weighting rule vs uniform weighting, in the same run.
+
+  python -m benchmarks.run_all --only reweighting       # writes benchmarks/results/reweighting.json
+  python -m benchmarks.reweighting --reps 30 --steps 20  # options
+
+One timed call = `--steps` full training steps (forward, per-example cross-entropy, weights, backward, Adam)
+of `jaxfair.training.make_train_step` inside one jitted `lax.scan`, with the train state donated, on fixed
+pre-generated batches. Two sizes: "large" (784-512-512-10, batch 256: matmul-bound) and "small"
+(64-128-128-10, batch 64: a few microseconds of math per step, so any per-step overhead shows). The weighting
+overhead is median(rule) / median(uniform) - 1 of the same run, candidates interleaved. Target (issue 6):
+<= 5% for every rule.
+"""
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from benchmarks import harness
+from jaxfair import losses, models
+from jaxfair import reweighting as rw
+from jaxfair.data.batching import Batch
+from jaxfair.training import components
+from jaxfair.training.step import TrainState, make_train_step
+
+SIZES = {"large": dict(features=784, width=512, batch=256), "small": dict(features=64, width=128, batch=64)}
+
+
+def rules() -> dict[str, components.WeightingRule]:
+  return {
+      "uniform": components.uniform(),
+      "linupper": rw.loss_based_rule("linupper", 0.4),
+      "quadratic": rw.loss_based_rule("quadratic", 1.0),
+      "extremes": rw.loss_based_rule("extremes", 0.4),
+      "kl_dro": rw.kl_dro_rule(1.0),
+      "ema_kl_dro": rw.ema_kl_dro_rule(1.0, 0.01),
+      "cvar": rw.cvar_rule(0.2),
+  }
+
+
+def make_thunks(size: str, steps: int) -> dict[str, callable]:
+  cfg = SIZES[size]
+  model = models.mlp((cfg["features"],), 10, width=cfg["width"], depth=2)
+  key = jax.random.key(0)
+  kx, ky, kp = jax.random.split(key, 3)
+  xs = jax.random.normal(kx, (steps, cfg["batch"], cfg["features"]))
+  ys = jax.random.randint(ky, (steps, cfg["batch"]), 0, 10)
+  mask = jnp.ones((steps, cfg["batch"]), bool)
+  batches = Batch(xs, ys, mask)
+  tx = optax.adam(1e-3)
+  loss = components.per_example(losses.softmax_cross_entropy)
+  thunks = {}
+  for name, rule in rules().items():
+    step_fn = make_train_step(model, loss, rule)
+
+    def run(state, batches, step_fn=step_fn):
+      def body(s, b):
+        s, metrics = step_fn(tx, s, b)
+        return s, metrics["loss"]
+      return jax.lax.scan(body, state, batches)
+
+    fn = jax.jit(run, donate_argnums=0)
+    params, model_state = model.init(kp)
+    state = TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params), rule.init(), jax.random.key(1))
+    box = {"state": state}
+
+    def thunk(fn=fn, box=box):
+      box["state"], out = fn(box["state"], batches)
+      return out
+
+    thunks[name] = thunk
+  return thunks
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--reps", type=int, default=25)
+  parser.add_argument("--steps", type=int, default=20, help="train steps per timed call (one lax.scan)")
+  parser.add_argument("--sizes", nargs="*", default=list(SIZES))
+  parser.add_argument("--name", default="reweighting")
+  args = parser.parse_args(argv)
+  all_timings, ratios, targets, per_step_ms = {}, {}, {}, {}
+  for size in args.sizes:
+    thunks = make_thunks(size, args.steps)
+    timings = harness.time_interleaved(thunks, reps=args.reps, warmup=3)
+    base = timings["uniform"].median
+    for name, t in timings.items():
+      all_timings[f"{size}/{name}"] = t
+      per_step_ms[f"{size}/{name}"] = t.median / args.steps * 1e3
+      if name != "uniform":
+        ratios[f"{size}/{name} / uniform"] = t.median / base
+        targets[f"{size}/{name} overhead <= 5%"] = t.median / base <= 1.05
+  extra = {"ratios": ratios, "targets_met": targets, "per_step_ms": per_step_ms, "steps_per_call": args.steps,
+           "sizes": {k: SIZES[k] for k in args.sizes},
+           "command": "python -m benchmarks.run_all --only reweighting"}
+  harness.write_results(args.name, all_timings, extra)
+  for k, v in targets.items():
+    print(f"  target {k}: {'met' if v else 'NOT met'}")
+
+
+if __name__ == "__main__":
+  main()
