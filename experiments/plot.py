@@ -144,6 +144,8 @@ def plot_curves(curves: Curves, *, title: str = "", ylabel: str | None = None, b
       values = np.stack([np.convolve(v, kernel, mode="valid") for v in values])
       steps = steps[smooth - 1:]
     mean, lo, hi = _band(values, band)
+    if logy:  # mean - std can be <= 0: fall back to the smallest seed there
+      lo = np.where(lo > 0, lo, np.nanmin(values, axis=0))
     (line,) = ax.plot(steps, mean, label=f"{label} (n={values.shape[0]})" if values.shape[0] > 1 else label)
     if values.shape[0] > 1:
       ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -215,6 +217,15 @@ def _safe(name: str) -> str:
   return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def _log_scale(metric: str, curves: Curves) -> bool:
+  """Losses and norms spanning more than a decade, all positive, read better on a log axis."""
+  if not any(w in metric for w in ("loss", "objective", "norm")):
+    return False
+  values = np.concatenate([np.ravel(v) for _, v in curves.values()])
+  values = values[np.isfinite(values)]
+  return values.size > 0 and values.min() > 0 and values.max() / values.min() > 10
+
+
 def make_plots(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                band: str = "std") -> list[pathlib.Path]:
   """Writes every standard plot of one workdir from its metrics.jsonl; returns the paths.
@@ -231,7 +242,8 @@ def make_plots(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = N
   for m in metric_names(records, "train", scalar=True):
     curves = collect(records, m, "train")
     if curves:
-      paths.append(_save(plot_curves(curves, title=f"train {m}", ylabel=m, band=band), out / f"train_{_safe(m)}.png"))
+      paths.append(_save(plot_curves(curves, title=f"train {m}", ylabel=m, band=band, logy=_log_scale(m, curves)),
+                         out / f"train_{_safe(m)}.png"))
   for m in metric_names(records, "eval", scalar=None):
     curves = collect(records, m, "eval")
     if not curves:

@@ -77,6 +77,8 @@ class Run:
 def make_runs(seeds: Sequence[int], grid: Mapping[str, Sequence[float]]) -> list[Run]:
   """Flattens seeds x the cartesian product of `grid` (dict name -> list of values), seeds innermost."""
   seeds = [int(s) for s in seeds]
+  if any(s < 0 or s >= 2**32 for s in seeds):
+    raise ValueError(f"`seeds` must be integers in [0, 2**32), got {seeds}.")
   if not seeds:
     raise ValueError("`seeds` must list at least one seed, e.g. seeds=(0, 1, 2).")
   if len(set(seeds)) != len(seeds):
@@ -457,6 +459,18 @@ def format_summary(summary: dict[str, Any], metrics: Sequence[str] | None = None
   return "\n".join(lines)
 
 
+# Runner settings that may change between a run and its resumption (they do not affect the results).
+RESUMABLE_CHANGES = frozenset({"progress", "log_every_s", "plots", "tensorboard", "stop_after_chunks",
+                               "max_to_keep"})
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+  config = dict(config)
+  if isinstance(config.get("runner"), dict):
+    config["runner"] = {k: v for k, v in config["runner"].items() if k not in RESUMABLE_CHANGES}
+  return config
+
+
 def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options: RunnerOptions, *,
               config: Mapping[str, Any] | None = None, name: str = "train",
               devices: Any = None) -> SweepResult:
@@ -493,9 +507,10 @@ def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options
   latest = ckpt.latest_step()
   if latest is not None:
     if config_path.exists():
-      old = json.loads(config_path.read_text())
-      if old != config_json:
-        diff = sorted(k for k in set(old) | set(config_json) if old.get(k) != config_json.get(k))
+      old = _comparable(json.loads(config_path.read_text()))
+      new = _comparable(config_json)
+      if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ValueError(f"{workdir} holds a checkpoint of a different config (differs in: {diff}). Resume "
                          "with the same config, or use a fresh --workdir.")
     state, meta = ckpt.restore(latest, sweep.abstract_state())
