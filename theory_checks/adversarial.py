@@ -33,7 +33,7 @@ def _mlp_init(key, d_in, hidden, k):
 
 
 def _ce(params, x, y):
-  h = jnp.tanh(x.reshape(x.shape[0], -1) @ params["w1"] + params["b1"])
+  h = jnp.tanh(x.reshape(x.shape[0], -1) @ params["w1"] + params["b1"][None, :])
   logits = h @ params["w2"]
   return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1)[:, 0]
 
