@@ -1,0 +1,56 @@
+r"""Loss-based sample reweighting for a small char-level causal LM: uniform vs linupper/quadratic/extremes.
+
+Sow et al. (ICLR 2025) weight each sequence of a batch by softmax(f(h(l)) / r) of its mean token loss. Here a
+217k-parameter pre-LN transformer (4 layers, d_model 64, 4 heads, T = 64) is pretrained on the offline
+corpus of `jaxfair.data.text` (docstrings of ~80 standard-library modules of the running Python, generated
+at load time: nothing shipped, nothing downloaded), with uniform weights and with each strategy at the
+reference temperatures r = 0.4 and r = 1.0: 7 methods x 3 seeds = 21 runs in ONE compiled program.
+
+Launch (the full run behind docs/reweighting_lm.md; about 30-40 min on 2 busy CPU cores):
+
+  python -m experiments.main --config=experiments/configs/reweighting_lm.py --workdir=workdirs/reweighting_lm \
+      --config.figures_dir=docs/figures
+
+Smoke test (tiny model, small corpus, 2 methods x 2 seeds, 10 steps):
+
+  python -m experiments.main --config=experiments/configs/reweighting_lm.py:quick --workdir=/tmp/rw_lm_quick
+
+Expected result: every method trains (validation loss from ln 96 = 4.56 down to about 2 nats/char within
+300 steps); at this scale the differences between methods are small next to the initial drop — see
+docs/reweighting_lm.md for the measured table (the paper's gains are for 120M+ parameter models trained on
+billions of tokens). The weight diagnostics follow the closed forms of the spec: N*w_max is largest for
+r = 0.4 (up to e^{1/0.4} / (e^{1/0.4} + N - 1) * N, about 9 for N = 32) and ESS/N is lowest there.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg not in (None, "", "quick"):
+    raise ValueError(f"reweighting_lm.py takes no argument or ':quick', got {arg!r}.")
+  quick = arg == "quick"
+  c = ml_collections.ConfigDict()
+  c.experiment = "reweighting_lm"
+  c.name = "reweighting_lm_quick" if quick else "reweighting_lm"
+  # jaxfair.data.text.load_stdlib_text arguments (stride/max_chars 0 = default).
+  c.data = dict(sources="small" if quick else "default", content="docstrings", val_fraction=0.1, seed=0,
+                stride=0, max_chars=0)
+  c.seq_len = 32 if quick else 64
+  c.val_windows = 32 if quick else 512        # evenly spaced validation windows evaluated (0 = all)
+  c.model = dict(d_model=32 if quick else 64, num_heads=2 if quick else 4, num_layers=1 if quick else 4,
+                 mlp_ratio=4)
+  c.batch_size = 8 if quick else 32
+  c.strategies = ("linupper",) if quick else ("linupper", "quadratic", "extremes")
+  c.temperatures = (1.0,) if quick else (0.4, 1.0)
+  c.delta = 1.0
+  c.uniform_warmup_steps = 0
+  c.optimizer = dict(learning_rate=3e-3, warmup_steps=2 if quick else 30, final_lr_fraction=0.1,
+                     weight_decay=0.01, b1=0.9, b2=0.99, clip_norm=1.0)
+  c.seeds = (0, 1) if quick else (0, 1, 2)
+  c.num_steps = 10 if quick else 300
+  c.eval_batch_size = 32 if quick else 256
+  c.figures_dir = ""                          # also copy the comparison plots here (e.g. docs/figures)
+  c.runner = dict(chunk_steps=5 if quick else 50, log_every=1 if quick else 5, checkpoint_every=2,
+                  eval_every=1, max_to_keep=1, progress="auto", plots=False)
+  return c
