@@ -114,13 +114,23 @@ def _project_static(p: Array, g: Array, d: Array, *, eps: Array, delta: Array, w
   n_ch = shape[axis]
   pre = math.prod(shape[:axis])
   post = math.prod(shape[axis + 1:])
-  view = (pre, n_ch, post)  # a free reshape: no transpose for any channel axis
+  # A free reshape, never a transpose: (rows, C) for a last channel axis, (C, cols) for a first one, else
+  # (pre, C, post). 2-D views matter on CPU: XLA fuses the products into 2-D reductions, not 3-D ones.
+  if post == 1:
+    view, red = (pre, n_ch), (0,)
+  elif pre == 1:
+    view, red = (n_ch, post), (1,)
+  else:
+    view, red = (pre, n_ch, post), (0, 2)
   p3, g3, d3 = p.reshape(view), g.reshape(view), d.reshape(view)
 
   def rowsum(x):
-    return jnp.sum(x, axis=(0, 2), keepdims=True)  # (1, C, 1)
+    return jnp.sum(x, axis=red, keepdims=True)
 
   pp, gg, gp, pd = rowsum(p3 * p3), rowsum(g3 * g3), rowsum(g3 * p3), rowsum(p3 * d3)
+  # The layer view sums the C channel sums. Without the barrier XLA rewrites sum(sum(x)) into a second full
+  # reduction over x (four extra passes over the leaf; 4.6x slower on CPU).
+  pp, gg, gp, pd = jax.lax.optimization_barrier((pp, gg, gp, pd))
   p_norm, g_norm = jnp.sqrt(pp), jnp.sqrt(gg)
   cos_channel = jnp.abs(gp) / (jnp.maximum(g_norm, eps) * jnp.maximum(p_norm, eps))
   channel_ok = jnp.max(cos_channel) < delta / math.sqrt(p.size // n_ch)

@@ -1,0 +1,201 @@
+"""Optimizer update time on a mixed-shape ~10M-parameter float32 tree: jaxfair's adamp/sgdp/exadam vs
+optax.adam/adamw (same run), vs the PyTorch reference implementations on the same CPU (when torch is
+installed), and bytes moved per step vs the machine's measured memory bandwidth.
+
+  python -m benchmarks.run_all --only optimizers          # writes benchmarks/results/optimizers.json
+  python -m benchmarks.optimizers --reps 30 --no-torch     # options
+
+One "update" = ``tx.update`` + ``optax.apply_updates`` in one jitted function with params and optimizer state
+donated (in-place), on fixed gradients; flax layouts (channel_axis=-1). Targets (issue 5): adamp and sgdp
+<= 1.5x optax.adamw, exadam <= 1.3x optax.adam, all faster than their PyTorch references.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks import harness
+from jaxfair import optim
+
+WD = 1e-4
+
+
+def make_tree(scale: float = 1.0) -> dict[str, tuple[int, ...]]:
+  """20 leaves, ~9.8M parameters at scale 1: conv kernels (4-D), dense kernels (2-D), biases (1-D)."""
+  c = lambda n: max(1, int(round(n * scale)))  # noqa: E731
+  shapes = {}
+  for i in range(4):
+    shapes[f"conv_a{i}/kernel"] = (3, 3, c(128), c(256))
+    shapes[f"conv_a{i}/bias"] = (c(256),)
+  for i in range(2):
+    shapes[f"conv_b{i}/kernel"] = (3, 3, c(256), c(256))
+  for i in range(3):
+    shapes[f"dense_{i}/kernel"] = (c(1024), c(1024))
+    shapes[f"dense_{i}/bias"] = (c(1024),)
+  shapes["dense_big/kernel"] = (c(4096), c(1024))
+  shapes["head/kernel"] = (c(1024), 10)
+  shapes["head/bias"] = (10,)
+  return shapes
+
+
+def optimizers() -> dict[str, optax.GradientTransformation]:
+  return {
+      "optax.adam": optax.adam(1e-3),
+      "optax.adamw": optax.adamw(1e-3, weight_decay=WD),
+      "jaxfair.adamp": optim.adamp(1e-3, weight_decay=WD),
+      "jaxfair.sgdp": optim.sgdp(1e-2, momentum=0.9, weight_decay=WD),
+      "jaxfair.exadam": optim.exadam(1e-3),
+  }
+
+
+# Minimum HBM/DRAM traffic per parameter (float32 arrays read + written) of a straightforward fused schedule:
+# adam(w): read g, p, m, v; write p, m, v. adamp: + a reduction pass reading g, p, m, v. sgdp: read g, p, b;
+# write p, b (+ reduction pass reading g, p, b). exadam: like adam.
+ARRAYS_PER_PARAM = {"optax.adam": 7, "optax.adamw": 7, "jaxfair.adamp": 11, "jaxfair.sgdp": 8,
+                    "jaxfair.exadam": 7, "torch.AdamP": 7, "torch.SGDP": 5, "torch.EXAdam": 7}
+
+
+def _jax_thunks(shapes, reps_key=0):
+  key = jax.random.key(reps_key)
+  keys = jax.random.split(key, 2 * len(shapes))
+  params = {k: 0.05 * jax.random.normal(keys[2 * i], s) for i, (k, s) in enumerate(shapes.items())}
+  grads = {k: 1e-3 * jax.random.normal(keys[2 * i + 1], s) for i, (k, s) in enumerate(shapes.items())}
+  thunks = {}
+  for name, tx in optimizers().items():
+    def step(p, s, g, tx=tx):
+      u, s = tx.update(g, s, p)
+      return optax.apply_updates(p, u), s
+
+    fn = jax.jit(step, donate_argnums=(0, 1))
+    box = {"p": jax.tree.map(jnp.copy, params), "s": tx.init(params)}
+
+    def thunk(fn=fn, box=box):
+      box["p"], box["s"] = fn(box["p"], box["s"], grads)
+      return box["p"]
+
+    thunks[name] = thunk
+  return thunks, params, grads
+
+
+def _torch_thunks(shapes, params, grads, threads):
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import adamp as clovaai  # pylint: disable=g-import-not-at-top
+    import pytorch_optimizer  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    print(f"torch references skipped: {e}")
+    return {}, None
+  if threads:
+    torch.set_num_threads(threads)
+
+  def tensors():
+    # flax layout -> PyTorch layout: output channel first (the projection's channel view).
+    out = []
+    for k in shapes:
+      p = np.asarray(params[k])
+      g = np.asarray(grads[k])
+      if p.ndim == 4:
+        p, g = p.transpose(3, 2, 0, 1), g.transpose(3, 2, 0, 1)
+      elif p.ndim == 2:
+        p, g = p.T, g.T
+      t = torch.nn.Parameter(torch.tensor(np.ascontiguousarray(p)))
+      t.grad = torch.tensor(np.ascontiguousarray(g))
+      out.append(t)
+    return out
+
+  makers = {
+      "torch.AdamP": lambda ps: clovaai.AdamP(ps, lr=1e-3, weight_decay=WD),
+      "torch.SGDP": lambda ps: clovaai.SGDP(ps, lr=1e-2, momentum=0.9, weight_decay=WD),
+      "torch.EXAdam": lambda ps: pytorch_optimizer.EXAdam(ps, lr=1e-3),
+      "torch.AdamW(foreach)": lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=WD, foreach=True),
+  }
+  thunks = {}
+  for name, make in makers.items():
+    opt = make(tensors())
+
+    def thunk(opt=opt):
+      with torch.no_grad():
+        opt.step()
+
+    thunks[name] = thunk
+  return thunks, torch.__version__
+
+
+def measure_bandwidth(n: int, reps: int = 10) -> float:
+  """GB/s of an in-place `a += s * b` (read 2, write 1 float32 arrays) with a donated buffer."""
+  fn = jax.jit(lambda a, b: a + 0.5 * b, donate_argnums=0)
+  box = {"a": jnp.ones((n,), jnp.float32)}
+  b = jnp.ones((n,), jnp.float32)
+
+  def thunk():
+    box["a"] = fn(box["a"], b)
+    return box["a"]
+
+  t = harness.time_interleaved({"axpy": thunk}, reps=reps)["axpy"].median
+  return 3 * 4 * n / t / 1e9
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--reps", type=int, default=20)
+  parser.add_argument("--scale", type=float, default=1.0, help="width multiplier of the tree")
+  parser.add_argument("--no-torch", action="store_true")
+  parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch default")
+  parser.add_argument("--name", default="optimizers")
+  args = parser.parse_args(argv)
+
+  shapes = make_tree(args.scale)
+  n = sum(math.prod(s) for s in shapes.values())
+  print(f"tree: {len(shapes)} leaves, {n / 1e6:.2f}M float32 parameters")
+  thunks, params, grads = _jax_thunks(shapes)
+  torch_version = None
+  if not args.no_torch:
+    tthunks, torch_version = _torch_thunks(shapes, params, grads, args.torch_threads)
+    thunks.update(tthunks)
+  timings = harness.time_interleaved(thunks, reps=args.reps, warmup=3)
+  bandwidth = measure_bandwidth(n)
+  med = {k: t.median for k, t in timings.items()}
+  ratios = {
+      "jaxfair.adamp / optax.adamw": med["jaxfair.adamp"] / med["optax.adamw"],
+      "jaxfair.sgdp / optax.adamw": med["jaxfair.sgdp"] / med["optax.adamw"],
+      "jaxfair.exadam / optax.adam": med["jaxfair.exadam"] / med["optax.adam"],
+  }
+  for ours, ref in (("jaxfair.adamp", "torch.AdamP"), ("jaxfair.sgdp", "torch.SGDP"),
+                    ("jaxfair.exadam", "torch.EXAdam")):
+    if ref in med:
+      ratios[f"{ours} / {ref}"] = med[ours] / med[ref]
+  targets = {
+      "adamp <= 1.5x adamw": ratios["jaxfair.adamp / optax.adamw"] <= 1.5,
+      "sgdp <= 1.5x adamw": ratios["jaxfair.sgdp / optax.adamw"] <= 1.5,
+      "exadam <= 1.3x adam": ratios["jaxfair.exadam / optax.adam"] <= 1.3,
+  }
+  for ours, ref in (("jaxfair.adamp", "torch.AdamP"), ("jaxfair.sgdp", "torch.SGDP"),
+                    ("jaxfair.exadam", "torch.EXAdam")):
+    if ref in med:
+      targets[f"{ours} faster than {ref}"] = med[ours] < med[ref]
+  traffic = {}
+  for k, t in med.items():
+    arrays = ARRAYS_PER_PARAM.get(k)
+    if arrays is None:
+      continue
+    gbs = arrays * 4 * n / t / 1e9
+    traffic[k] = {"min_bytes_per_step": arrays * 4 * n, "achieved_GBps": gbs,
+                  "fraction_of_bandwidth": gbs / bandwidth}
+  extra = {"ratios": ratios, "targets_met": targets, "num_params": n, "num_leaves": len(shapes),
+           "measured_bandwidth_GBps": bandwidth, "traffic": traffic, "torch_version": torch_version,
+           "command": "python -m benchmarks.run_all --only optimizers"}
+  harness.write_results(args.name, timings, extra)
+  print(f"measured bandwidth (a += s*b): {bandwidth:.1f} GB/s")
+  for k, v in traffic.items():
+    print(f"  {k}: {v['achieved_GBps']:.1f} GB/s = {v['fraction_of_bandwidth']:.2f} of bandwidth")
+  for k, v in targets.items():
+    print(f"  target {k}: {'met' if v else 'NOT met'}")
+
+
+if __name__ == "__main__":
+  main()
