@@ -37,8 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = dict(sources="small" if quick else "default", content="docstrings", val_fraction=0.1, seed=0,
                 stride=0, max_chars=0)
   c.seq_len = 32 if quick else 64
-  c.val_windows = 32 if quick else 512        # evenly spaced validation windows evaluated (0 = all)
-  c.model = dict(d_model=32 if quick else 64, num_heads=2 if quick else 4, num_layers=1 if quick else 4,
+  c.val_windows = 32 if quick else 256        # evenly spaced validation windows evaluated (0 = all)
+  c.model = dict(d_model=32 if quick else 64, num_heads=2 if quick else 4, num_layers=1 if quick else 2,
                  mlp_ratio=4)
   c.batch_size = 8 if quick else 32
   c.strategies = ("linupper",) if quick else ("linupper", "quadratic", "extremes")
@@ -48,9 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer = dict(learning_rate=3e-3, warmup_steps=2 if quick else 30, final_lr_fraction=0.1,
                      weight_decay=0.01, b1=0.9, b2=0.99, clip_norm=1.0)
   c.seeds = (0, 1) if quick else (0, 1, 2)
-  c.num_steps = 10 if quick else 300
+  c.num_steps = 10 if quick else 250
   c.eval_batch_size = 32 if quick else 256
   c.figures_dir = ""                          # also copy the comparison plots here (e.g. docs/figures)
-  c.runner = dict(chunk_steps=5 if quick else 50, log_every=1 if quick else 5, checkpoint_every=2,
-                  eval_every=1, max_to_keep=1, progress="auto", plots=False)
+  c.runner = dict(chunk_steps=10 if quick else 25, log_every=1 if quick else 5, checkpoint_every=2,
+                  eval_every=1 if quick else 2, max_to_keep=1, progress="auto", plots=False)
   return c
