@@ -1,14 +1,15 @@
 """Toy noiseless linear regression with heterogeneous sample norms (Sow et al., ICLR 2025, toy figure).
 
-For each weighting method, ONE compiled program trains every (seed, learning rate) pair: plain minibatch SGD
+ONE compiled program trains every (weighting method, seed, learning rate) triple: plain minibatch SGD
 on the squared loss l_i = (x_i theta - y_i)^2 from theta = 0, batches from per-epoch permutations
 (`jaxfair.data.epoch_batch`, the ragged last batch masked), weights from the method's `WeightingRule`, the
 test MSE logged every `eval_every` steps. Each seed draws its own dataset (`jaxfair.data.linear_regression`).
 
 Two readings are reported (summary.json, plots):
 * fixed lr: every method at `config.fixed_lr`;
-* tuned lr: every method at its own best lr from the grid, selected by the final TRAIN MSE (median over seeds);
-  a run whose loss is non-finite or above `divergence_threshold` x its initial value counts as diverged.
+* tuned lr: (a) each seed (its own dataset) at the method's best lr from the grid for that seed, selected by
+  the final TRAIN MSE; (b) one "robust" lr per method: the best among the lrs at which no seed diverged.
+A run whose train MSE is non-finite or above `divergence_threshold` x its initial value counts as diverged.
 """
 from __future__ import annotations
 
@@ -24,14 +25,17 @@ from experiments import reweighting_common as common
 from jaxfair.data import epoch_batch, linear_regression
 
 
-def make_sweep(config, method: str):
-  """`sweep(seeds (S,), lrs (L,)) -> (test_mse, train_mse)` each (S, L, num_evals + 1), one program."""
-  rule = common.make_rule(method, config)
+def make_sweep(config, methods):
+  """`sweep(method_indices (K,), seeds (S,), lrs (L,)) -> (test_mse, train_mse)`, each (K, S, L, evals + 1).
+
+  One compiled program for every method, seed and learning rate (the method is a switch index per run).
+  """
+  rule = common.switch_rule([common.make_rule(m, config) for m in methods])
   n, d, m = int(config.num_train), int(config.dim), int(config.batch_size)
   num_evals = int(config.num_steps) // int(config.eval_every)
   eval_every = int(config.eval_every)
 
-  def one(seed, lr):
+  def one(method, seed, lr):
     key = jax.random.key(seed)
     task = linear_regression(jax.random.fold_in(key, 0), n, int(config.num_test), d,
                              norm_sigma=float(config.norm_sigma))
@@ -55,11 +59,13 @@ def make_sweep(config, method: str):
       return carry, mse(carry[0])
 
     theta0 = jnp.zeros((d,))
-    _, (test, train) = jax.lax.scan(chunk, (theta0, rule.init()), jnp.arange(num_evals))
+    rule_state = (method, rule.init()[1])
+    _, (test, train) = jax.lax.scan(chunk, (theta0, rule_state), jnp.arange(num_evals))
     test0, train0 = mse(theta0)
     return jnp.concatenate([test0[None], test]), jnp.concatenate([train0[None], train])
 
-  return jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))
+  sweep = jax.vmap(jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(None, 0, None)), in_axes=(0, None, None))
+  return jax.jit(sweep)
 
 
 def _median(x):
@@ -75,10 +81,14 @@ def run(config, workdir: str):
   fixed = int(np.argmin(np.abs(lrs - float(config.fixed_lr))))
   steps = np.arange(int(config.num_steps) // int(config.eval_every) + 1) * int(config.eval_every)
   results = {}
-  for method in config.methods:
-    start = time.time()
-    test, train = jax.device_get(make_sweep(config, method)(jnp.asarray(seeds), jnp.asarray(lrs)))
-    test, train = np.asarray(test, np.float64), np.asarray(train, np.float64)
+  methods = list(config.methods)
+  start = time.time()
+  all_test, all_train = jax.device_get(make_sweep(config, methods)(jnp.arange(len(methods), dtype=jnp.int32),
+                                                                    jnp.asarray(seeds), jnp.asarray(lrs)))
+  print(f"{len(methods)} methods x {len(seeds)} seeds x {len(lrs)} lrs in one program: {time.time() - start:.1f}s",
+        flush=True)
+  for k, method in enumerate(methods):
+    test, train = np.asarray(all_test[k], np.float64), np.asarray(all_train[k], np.float64)
     diverged = ~np.isfinite(train[..., -1]) | (train[..., -1] > float(config.divergence_threshold) * train[..., 0])
     results[method] = dict(test=test, train=train, diverged=diverged)
     for si, seed in enumerate(seeds):
@@ -89,29 +99,35 @@ def run(config, workdir: str):
                      "metrics": {"test_mse": common.finite_or_none(test[si, li, k]),
                                  "train_mse": common.finite_or_none(train[si, li, k]),
                                  "diverged": bool(diverged[si, li])}})
-    print(f"{common.method_label(method, config)}: {len(seeds)} seeds x {len(lrs)} lrs in "
-          f"{time.time() - start:.1f}s; final test MSE at lr={lrs[fixed]:g}: median "
+    print(f"  {common.method_label(method, config)}: final test MSE at lr={lrs[fixed]:g}: median "
           f"{_median(test[:, fixed, -1]):.3g}", flush=True)
   log.close()
 
   summary = {"fixed_lr": round(float(lrs[fixed]), 8), "learning_rates": [round(float(v), 8) for v in lrs], "seeds": seeds.tolist(),
              "steps": int(config.num_steps), "methods": {}}
   for method, res in results.items():
-    final_train = np.where(res["diverged"], np.inf, res["train"][..., -1])
-    med_train = np.median(final_train, axis=0)  # (L,)
-    best = int(np.argmin(med_train))
-    per_lr = {f"{lr:g}": {"median_test_mse": _median(np.where(res["diverged"][:, i], np.inf, res["test"][:, i, -1])),
+    final_train = np.where(res["diverged"], np.inf, res["train"][..., -1])  # (S, L)
+    final_test = np.where(res["diverged"], np.inf, res["test"][..., -1])
+    per_seed_best = np.argmin(final_train, axis=1)  # (S,)
+    res["per_seed_best"] = per_seed_best
+    tuned_test = final_test[np.arange(len(seeds)), per_seed_best]
+    stable_idx = [i for i in range(len(lrs)) if not res["diverged"][:, i].any()]
+    robust = min(stable_idx, key=lambda i: np.median(final_train[:, i])) if stable_idx else None
+    per_lr = {f"{lr:g}": {"median_test_mse": _median(final_test[:, i]),
                           "diverged_seeds": int(res["diverged"][:, i].sum())} for i, lr in enumerate(lrs)}
-    stable = [round(float(lr), 8) for i, lr in enumerate(lrs) if not res["diverged"][:, i].any()]
     summary["methods"][method] = {
         "label": common.method_label(method, config),
-        "fixed_lr_test_mse": {"median": _median(res["test"][:, fixed, -1]), "min": float(np.min(res["test"][:, fixed, -1])),
-                              "max": float(np.max(res["test"][:, fixed, -1])),
+        "fixed_lr_test_mse": {"median": _median(final_test[:, fixed]), "min": float(np.min(final_test[:, fixed])),
+                              "max": float(np.max(final_test[:, fixed])),
                               "diverged_seeds": int(res["diverged"][:, fixed].sum())},
-        "tuned_lr": round(float(lrs[best]), 8),
-        "tuned_lr_test_mse": {"median": _median(res["test"][:, best, -1]), "min": float(np.min(res["test"][:, best, -1])),
-                              "max": float(np.max(res["test"][:, best, -1]))},
-        "largest_stable_lr": max(stable) if stable else None,
+        # (a) each seed (= its own dataset) at its own best lr by final train MSE
+        "tuned_lr_per_seed": [round(float(lrs[i]), 8) for i in per_seed_best],
+        "tuned_test_mse": {"median": _median(tuned_test), "min": float(np.min(tuned_test)),
+                           "max": float(np.max(tuned_test))},
+        # (b) one lr for all seeds: the best among those where no seed diverged
+        "robust_lr": None if robust is None else round(float(lrs[robust]), 8),
+        "robust_lr_test_mse": None if robust is None else {"median": _median(final_test[:, robust]),
+                                                           "max": float(np.max(final_test[:, robust]))},
         "per_lr": per_lr,
     }
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -122,11 +138,16 @@ def run(config, workdir: str):
 
 
 def format_table(summary) -> str:
-  lines = [f"{'method':24s} {'test MSE @ lr=' + format(summary['fixed_lr'], 'g'):>22s} {'tuned lr':>9s} "
-           f"{'test MSE @ tuned':>17s} {'largest stable lr':>18s}"]
+  def f(v):
+    return "-" if v is None else f"{v:.3g}"
+  lines = [f"{'method':16s} {'@ lr=' + format(summary['fixed_lr'], 'g'):>10s} {'per-seed tuned':>15s} "
+           f"{'tuned lrs':>34s} {'robust lr':>10s} {'@ robust':>9s}"]
   for m in summary["methods"].values():
-    lines.append(f"{m['label']:24s} {m['fixed_lr_test_mse']['median']:22.3g} {m['tuned_lr']:9g} "
-                 f"{m['tuned_lr_test_mse']['median']:17.3g} {str(m['largest_stable_lr']):>18s}")
+    robust = m["robust_lr_test_mse"]
+    lines.append(f"{m['label']:16s} {m['fixed_lr_test_mse']['median']:10.3g} {m['tuned_test_mse']['median']:15.3g} "
+                 f"{','.join(format(v, 'g') for v in m['tuned_lr_per_seed']):>34s} {f(m['robust_lr']):>10s} "
+                 f"{f(robust and robust['median']):>9s}")
+  lines.append("(median final test MSE over seeds; diverged runs count as inf)")
   return "\n".join(lines)
 
 
@@ -136,17 +157,18 @@ def plot(results, steps, lrs, fixed, summary, config, out: pathlib.Path) -> None
   fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
   for method, res in results.items():
     label = summary["methods"][method]["label"]
-    best = int(np.argmin(np.abs(lrs - summary["methods"][method]["tuned_lr"])))
-    for ax, li, suffix in ((axes[0], fixed, ""), (axes[1], best, f" lr={lrs[best]:g}")):
-      curves = np.where(np.isfinite(res["test"][:, li]), res["test"][:, li], np.nan)
+    tuned = res["test"][np.arange(res["test"].shape[0]), res["per_seed_best"]]  # (S, T): each seed at its lr
+    for ax, curves, suffix in ((axes[0], res["test"][:, fixed], ""), (axes[1], tuned, "")):
+      curves = np.where(np.isfinite(curves) & (curves < 1e6), curves, np.nan)
       med = np.nanmedian(curves, axis=0)
       line, = ax.plot(steps, med, label=label + suffix)
       ax.fill_between(steps, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=line.get_color(), alpha=0.15)
-    finals = np.where(results[method]["diverged"], np.nan, res["test"][..., -1])
-    axes[2].plot(lrs, np.nanmedian(finals, axis=0), marker="o", label=label)
+    finals = np.where(results[method]["diverged"], np.inf, res["test"][..., -1])
+    med = np.median(finals, axis=0)  # inf (not drawn) once half the seeds diverge
+    axes[2].plot(lrs, np.where(np.isfinite(med), med, np.nan), marker="o", label=label)
   axes[0].set_title(f"fixed lr = {lrs[fixed]:g} (median, min-max over {len(config.seeds)} seeds)")
-  axes[1].set_title("each method at its tuned lr (by final train MSE)")
-  axes[2].set_title(f"final test MSE vs lr after {int(config.num_steps)} steps (diverged: not drawn)")
+  axes[1].set_title("each method and seed at its own best lr (by final train MSE)")
+  axes[2].set_title(f"median final test MSE vs lr, {int(config.num_steps)} steps (>= half diverged: not drawn)")
   for ax in axes[:2]:
     ax.set_xlabel("step")
   axes[2].set_xlabel("learning rate")
