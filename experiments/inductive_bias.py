@@ -8,8 +8,8 @@ program), and reports I(eps) = -log P(e <= eps) in bits at every target error wi
   * empirical the sample frequency with a Clopper-Pearson 95% interval (infinite when no sample reaches eps);
   * exact     (GP space only) the exact generalized chi-squared tail of the posterior-sample loss.
 
-Target errors are `config.target_fractions` x the null error 1/k (the MSE of predicting 0 for every one-hot
-output), so tasks with different class counts share one scale. Outputs in `workdir`: config.json,
+Target errors are a task's own `target_errors` if it names them, else `config.target_fractions` x the null
+error 1/k (the MSE of predicting 0 for every one-hot output). Outputs in `workdir`: config.json,
 metrics.jsonl (one record per task x space), summary.json, plots/*.png.
 """
 from __future__ import annotations
@@ -167,7 +167,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     for ti, tspec in enumerate(config.tasks):
       tspec = dict(tspec)
       task = make_task(tspec, int(config.seed) + ti)
-      eps = fractions / task["num_classes"]
+      eps = (np.asarray(tspec["target_errors"], np.float64) if tspec.get("target_errors")
+             else fractions / task["num_classes"])
       for si, sspec in enumerate(config.spaces):
         sspec = dict(sspec)
         sampled = sample_losses(sspec, task, jax.random.fold_in(key, 1000 * ti + si))
@@ -221,7 +222,33 @@ def make_plots(summary: dict[str, Any], out_dir: pathlib.Path, plot: dict[str, A
     return row.get(key)
 
   paths = []
-  for ei, frac in enumerate(summary["target_fractions"]):
+  num_eps = len(rows[0]["metrics"]["target_errors"])
+  if xkey == "space":
+    for ei in range(num_eps):
+      fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 4.0))
+      for i, r in enumerate(rows):
+        m = r["metrics"]
+        val = lambda name: np.nan if m.get(name) is None or m[name][ei] is None else m[name][ei]
+        y, lo, hi = val("bits_ncx2"), val("bits_ncx2_low"), val("bits_ncx2_high")
+        ax.bar(i, y, color=f"C{i}", alpha=0.7)
+        ax.errorbar(i, y, yerr=[[max(y - lo, 0)], [max(hi - y, 0)]], color="k", capsize=4)
+        if np.isfinite(val("bits_exact")):
+          ax.plot([i - 0.4, i + 0.4], [val("bits_exact")] * 2, "k--", lw=1.5)
+        if np.isfinite(val("bits_empirical")):
+          ax.plot(i, val("bits_empirical"), "kx")
+      ax.set_xticks(range(len(rows)), [f"{r['task']}\n{r['space']}" for r in rows], fontsize=7)
+      ax.set_yscale(plot.get("yscale", "linear"))
+      ax.set_ylabel("inductive bias (bits)")
+      ax.set_title(f"eps = {rows[0]['metrics']['target_errors'][ei]:.4g}: ncx2 fit (bar, 95% CI), exact (--), "
+                   "empirical (x)", fontsize=8)
+      ax.grid(alpha=0.3, axis="y")
+      fig.tight_layout()
+      path = out_dir / f"bits_by_space_eps{ei}.png"
+      fig.savefig(path, dpi=110)
+      plt.close(fig)
+      paths.append(path)
+    return paths
+  for ei in range(num_eps):
     panels = sorted({str(get(r, panel_key)) for r in rows})
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
     for ax, panel in zip(axes[0], panels):
@@ -246,7 +273,7 @@ def make_plots(summary: dict[str, Any], out_dir: pathlib.Path, plot: dict[str, A
       ax.set_yscale(plot.get("yscale", "linear"))
       ax.set_xlabel(xkey)
       ax.set_ylabel("inductive bias (bits)")
-      ax.set_title(f"{panel}: eps = {frac:g} x (1/k)")
+      ax.set_title(f"{panel}: eps = {prow[0]['metrics']['target_errors'][ei]:.4g}")
       ax.grid(alpha=0.3)
       ax.legend(fontsize=7)
     fig.tight_layout()
