@@ -38,8 +38,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
            lengthscale="median"),
       dict(name="mlp_w64_d1", kind="nn", num_samples=24 if quick else 256, width=16 if quick else 64, depth=1,
            epochs=30 if quick else 300, learning_rate=3e-3, batch_size=None),
-      dict(name="mlp_w512_d1", kind="nn", num_samples=24 if quick else 256, width=32 if quick else 512, depth=1,
-           epochs=30 if quick else 300, learning_rate=3e-3, batch_size=None),
+      dict(name="mlp_w256_d1", kind="nn", num_samples=24 if quick else 128, width=32 if quick else 256, depth=1,
+           epochs=30 if quick else 200, learning_rate=3e-3, batch_size=None),
   )
   c.spaces = spaces[::2] if quick else spaces  # quick: gp, rf_D2048, mlp_w256 (at quick sizes)
   c.target_fractions = (0.2,)
