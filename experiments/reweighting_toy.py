@@ -157,18 +157,24 @@ def plot(results, steps, lrs, fixed, summary, config, out: pathlib.Path) -> None
   fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
   for method, res in results.items():
     label = summary["methods"][method]["label"]
-    tuned = res["test"][np.arange(res["test"].shape[0]), res["per_seed_best"]]  # (S, T): each seed at its lr
-    for ax, curves, suffix in ((axes[0], res["test"][:, fixed], ""), (axes[1], tuned, "")):
-      curves = np.where(np.isfinite(curves) & (curves < 1e6), curves, np.nan)
-      med = np.nanmedian(curves, axis=0)
-      line, = ax.plot(steps, med, label=label + suffix)
-      ax.fill_between(steps, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=line.get_color(), alpha=0.15)
+    seeds_idx = np.arange(res["test"].shape[0])
+    tuned = res["test"][seeds_idx, res["per_seed_best"]]  # (S, T): each seed at its own lr
+    for ax, curves, diverged in ((axes[0], res["test"][:, fixed], res["diverged"][:, fixed]),
+                                 (axes[1], tuned, res["diverged"][seeds_idx, res["per_seed_best"]])):
+      kept = curves[~diverged]  # diverged runs are left out whole (counted in the label)
+      suffix = f" ({int(diverged.sum())}/{len(diverged)} diverged)" if diverged.any() else ""
+      if kept.shape[0] == 0:
+        ax.plot([], [], label=label + suffix)
+        continue
+      line, = ax.plot(steps, np.median(kept, axis=0), label=label + suffix)
+      ax.fill_between(steps, np.percentile(kept, 25, axis=0), np.percentile(kept, 75, axis=0),
+                      color=line.get_color(), alpha=0.15)
     finals = np.where(results[method]["diverged"], np.inf, res["test"][..., -1])
     med = np.median(finals, axis=0)  # inf (not drawn) once half the seeds diverge
     axes[2].plot(lrs, np.where(np.isfinite(med), med, np.nan), marker="o", label=label)
-  axes[0].set_title(f"fixed lr = {lrs[fixed]:g} (median, min-max over {len(config.seeds)} seeds)")
-  axes[1].set_title("each method and seed at its own best lr (by final train MSE)")
-  axes[2].set_title(f"median final test MSE vs lr, {int(config.num_steps)} steps (>= half diverged: not drawn)")
+  axes[0].set_title(f"fixed lr = {lrs[fixed]:g} (median, IQR over seeds)", fontsize=10)
+  axes[1].set_title("each method and seed at its own best lr", fontsize=10)
+  axes[2].set_title(f"median final test MSE vs lr (not drawn: >= half diverged)", fontsize=10)
   for ax in axes[:2]:
     ax.set_xlabel("step")
   axes[2].set_xlabel("learning rate")
