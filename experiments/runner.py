@@ -368,11 +368,13 @@ class Sweep:
     with self._mesh_ctx():
       self.data = sharding_lib.put_replicated(program.data, self.mesh) if self.has_data else None
 
+    has_data = self.has_data
+
     def init_one(seed, hp):
       return program.init(jax.random.key(seed), hp)
 
     def evaluate_one(s, data):
-      return program.evaluate(s, data) if self.has_data else program.evaluate(s)
+      return program.evaluate(s, data) if has_data else program.evaluate(s)
 
     # The jitted functions are cached per (program, placement), so running the same program object again in
     # this process (a resumed run in a notebook or a test) reuses the compiled executables.
@@ -406,9 +408,7 @@ class Sweep:
 
   def run_chunk(self, state: PyTree, num_steps: int) -> tuple[PyTree, dict[str, jax.Array]]:
     if num_steps not in self._chunks:
-      program = self.program
-
-      has_data = self.has_data
+      program, has_data = self.program, self.has_data
 
       def chunk_one(s, hp, data):
         return program.run_chunk(s, hp, data, num_steps) if has_data else program.run_chunk(s, hp, num_steps)
