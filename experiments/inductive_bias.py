@@ -62,10 +62,12 @@ def make_task(spec: dict[str, Any], seed: int) -> dict[str, Any]:
   elif kind in ("digits", "mnist", "cifar10"):
     if kind == "digits":
       ds = data_lib.load_digits(seed=seed, test_fraction=0.25)
-    elif kind == "mnist":
-      ds = data_lib.load_mnist(spec["data_dir"])
     else:
-      ds = data_lib.load_cifar10(spec["data_dir"])
+      data_dir = spec.get("data_dir")
+      if not data_dir:
+        raise ValueError(f"task {spec.get('name')!r} reads {kind} files: pass --config.data_dir=DATA_DIR (the "
+                         "folder with the MNIST idx files / CIFAR-10 python pickles).")
+      ds = data_lib.load_mnist(data_dir) if kind == "mnist" else data_lib.load_cifar10(data_dir)
     k = ds.num_classes
     xtr, ytr = _subsample(ds.x_train.reshape(len(ds.x_train), -1), ds.y_train, spec.get("n_train"), rng)
     xte, yte = _subsample(ds.x_test.reshape(len(ds.x_test), -1), ds.y_test, spec.get("n_test"), rng)
@@ -98,16 +100,20 @@ def sample_losses(space: dict[str, Any], task: dict[str, Any], key) -> dict[str,
     out["lengthscale"] = ls
     if kind == "gp":
       losses = ib.gp_posterior_losses(key, *args, num_samples=int(space["num_samples"]), lengthscale=ls,
-                                      jitter=float(space.get("jitter", 1e-6)))
+                                      jitter=float(space.get("jitter", 1e-6)),
+                                      method=space.get("method", "cholesky"),
+                                      max_chunk_bytes=int(space.get("max_chunk_bytes", 1 << 27)))
       out["exact"] = ib.gp_loss_distribution(*args, lengthscale=ls, jitter=float(space.get("jitter", 1e-6)))
     else:
       losses = ib.random_feature_losses(key, *args, num_hypotheses=int(space["num_samples"]),
-                                        num_features=int(space.get("num_features", 1024)), lengthscale=ls)
+                                        num_features=int(space.get("num_features", 1024)), lengthscale=ls,
+                                        max_chunk_bytes=int(space.get("max_chunk_bytes", 1 << 28)))
   elif kind == "nn":
     res = ib.nn_hypothesis_losses(key, args[:2], args[2:], num_hypotheses=int(space["num_samples"]),
                                   width=int(space["width"]), depth=int(space["depth"]),
                                   epochs=int(space["epochs"]), learning_rate=float(space["learning_rate"]),
-                                  batch_size=space.get("batch_size"))
+                                  batch_size=space.get("batch_size"),
+                                  max_chunk_bytes=int(space.get("max_chunk_bytes", 1 << 28)))
     losses = res.test
     train = np.asarray(res.train)
     out["train_loss_max"] = float(train.max())
@@ -166,6 +172,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   with open(wd / "metrics.jsonl", "w", encoding="utf-8") as log:
     for ti, tspec in enumerate(config.tasks):
       tspec = dict(tspec)
+      if tspec["kind"] in ("mnist", "cifar10") and not tspec.get("data_dir"):
+        tspec["data_dir"] = config.get("data_dir")
       task = make_task(tspec, int(config.seed) + ti)
       eps = (np.asarray(tspec["target_errors"], np.float64) if tspec.get("target_errors")
              else fractions / task["num_classes"])

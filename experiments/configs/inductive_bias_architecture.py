@@ -7,7 +7,7 @@ Launch (CPU, several minutes on 2 cores):
 
 Task: scikit-learn digits (64 standardised features), 200 training / 300 test points, one-hot MSE (null
 error 0.1). Spaces: ReLU MLPs Linear(64, w) + depth x Linear(w, w) + Linear(w, 10) for w in {16, 64, 256} and
-depth in {0, 1, 2}; 128 hypotheses each (independent inits and minibatch orders), Adam lr 3e-3, 200 epochs
+depth in {0, 1, 2}; 64 hypotheses each (independent inits and minibatch orders), Adam lr 3e-3, 150 epochs
 of batch 50; every net fits its training set (train MSE reported). Target errors 0.015, 0.02, 0.03. Expected result: bits (ncx2 fit, 95% intervals) separate the
 architectures; wider nets need fewer bits at the same target error on this task. Results in metrics.jsonl / summary.json, plots in plots/.
 
@@ -32,8 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   n_test=60 if quick else 300, target_errors=(0.015, 0.02, 0.03)),)
   widths = (8,) if quick else (16, 64, 256)
   depths = (0,) if quick else (0, 1, 2)
-  c.spaces = tuple(dict(name=f"mlp_w{w}_d{d}", kind="nn", num_samples=24 if quick else 128, width=w, depth=d,
-                        epochs=20 if quick else 200, learning_rate=3e-3, batch_size=20 if quick else 50)
+  c.spaces = tuple(dict(name=f"mlp_w{w}_d{d}", kind="nn", num_samples=24 if quick else 64, width=w, depth=d,
+                        epochs=20 if quick else 150, learning_rate=3e-3, batch_size=20 if quick else 50)
                    for w in widths for d in depths)
   c.target_fractions = (0.2,)
   c.plot = dict(x="width", series="depth", panel="family", yscale="linear")

@@ -5,9 +5,9 @@ Launch (CPU, a few minutes on 2 cores):
   python -m experiments.main --config=experiments/configs/inductive_bias_dimension.py \
       --workdir=workdirs/ib_dimension
 
-Each task is scored under two hypothesis spaces: the RBF-GP posterior (10,000 samples; lengthscale = median
-pairwise distance) with the exact generalized chi-squared tail alongside the paper's ncx2 fit, and 256
-ReLU MLPs (width 64, depth 1, full-batch Adam) trained from independent inits in one vmapped program.
+Each task is scored under two hypothesis spaces: the RBF-GP posterior (5,000 samples; lengthscale = median
+pairwise distance) with the exact generalized chi-squared tail alongside the paper's ncx2 fit, and 128
+ReLU MLPs (width 64, depth 1, 200 epochs of full-batch Adam) trained from independent inits in one vmapped program.
 Synthetic tasks (d = 2, 8, 32, 128): x ~ N(0, I_d), 2 classes from a random linear teacher, 100 train / 200 test points, target
 errors 0.15 and 0.25 (test MSE on one-hot targets; the null predictor scores 0.5). Digits: PCA to d = 2, 8, 32, 64
 dimensions (rescaled to unit per-coordinate scale), 200 train / 300 test, target errors 0.02 and 0.03 (null
@@ -42,9 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       + [dict(name=f"digits_pca{d}", kind="digits", family="digits_pca", dim=d, n_train=n_dig[0],
               n_test=n_dig[1], target_errors=(0.02, 0.03)) for d in pca_dims])
   c.spaces = (
-      dict(name="gp_rbf", kind="gp", num_samples=500 if quick else 10_000, lengthscale="median"),
-      dict(name="mlp_w64_d1", kind="nn", num_samples=24 if quick else 256, width=16 if quick else 64, depth=1,
-           epochs=30 if quick else 300, learning_rate=3e-3, batch_size=None),
+      dict(name="gp_rbf", kind="gp", num_samples=500 if quick else 5_000, lengthscale="median"),
+      dict(name="mlp_w64_d1", kind="nn", num_samples=24 if quick else 128, width=16 if quick else 64, depth=1,
+           epochs=30 if quick else 200, learning_rate=3e-3, batch_size=None),
   )
   c.target_fractions = (0.3, 0.5)  # unused when every task names its target_errors
   c.plot = dict(x="dim", series="space", panel="family", yscale="linear")

@@ -128,7 +128,8 @@ def gp_posterior_losses(key: Array, x_train: Array, y_train: Array, x_test: Arra
     num_samples: number of posterior hypotheses.
     lengthscale: RBF lengthscale l in exp(-||x - x'||^2 / (2 l^2)).
     jitter: added to the diagonals of K_XX and of the posterior covariance before their factorisations
-      (raised 10x up to 4 times if the Cholesky factor is not finite).
+      (raised 10x up to 4 times if the Cholesky factor is not finite). The posterior and its factor are
+      computed in float64 (one O(n^3 + m^3) step); sampling runs in the dtype of `x_train`.
     method: "cholesky" draws f = mu + L z with L L^T = Sigma + jitter I (O(m^2 k) per sample, one GEMM per
       chunk); "eigh" draws the same distribution in the eigenbasis of Sigma + jitter I (one O(m^3)
       eigendecomposition, then O(m k) per sample: the choice for large test sets).
@@ -147,29 +148,40 @@ def gp_posterior_losses(key: Array, x_train: Array, y_train: Array, x_test: Arra
     raise ValueError(f"`method` must be 'cholesky' or 'eigh', got {method!r}.")
   _checks.check_positive(lengthscale, "lengthscale")
   _checks.check_positive(jitter, "jitter")
-  x_train = jnp.asarray(x_train)
-  dtype = x_train.dtype if jnp.issubdtype(x_train.dtype, jnp.floating) else jnp.float32
-  cast = lambda a: jnp.asarray(a, dtype)
-  mean, cov = gp_posterior(x_train.astype(dtype), cast(y_train), cast(x_test), lengthscale, jitter)
-  m, k = mean.shape
-  resid = mean - cast(y_test)
+  dtype = jnp.asarray(x_train).dtype
+  dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
   if chunk_size is None:
-    chunk_size = default_chunk(3 * m * k * mean.dtype.itemsize, max_chunk_bytes, int(num_samples))
-  eye = jnp.eye(m, dtype=cov.dtype)
+    m, k = np.shape(y_test)
+    chunk_size = default_chunk(3 * m * k * jnp.dtype(dtype).itemsize, max_chunk_bytes, int(num_samples))
+  # The posterior and its factor are computed once in float64 (K_XX + jitter I has condition number up to
+  # ~1/jitter, which float32 cannot solve); the per-sample work then runs in the input dtype.
+  with jax.enable_x64(True):
+    f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
+    mean, cov = gp_posterior(f64(x_train), f64(y_train), f64(x_test), float(lengthscale), float(jitter))
+    if not bool(jnp.all(jnp.isfinite(mean))):
+      raise FloatingPointError(f"Cholesky of K_XX + jitter I failed (jitter={jitter}): pass a larger `jitter`.")
+    resid = mean - f64(y_test)
+    m = mean.shape[0]
+    eye = jnp.eye(m, dtype=cov.dtype)
+    if method == "eigh":
+      lam, u = jnp.linalg.eigh(cov + jitter * eye)
+      rotated, sqrt_lam = np.asarray(u.T @ resid), np.asarray(jnp.sqrt(jnp.maximum(lam, 0.0)))
+    else:
+      j = float(jitter)
+      for _ in range(5):
+        chol = jnp.linalg.cholesky(cov + j * eye)
+        if bool(jnp.all(jnp.isfinite(chol))):
+          break
+        j *= 10.0
+      else:
+        raise FloatingPointError(f"posterior covariance not positive definite even with jitter={j}; "
+                                 "increase `jitter` or use method='eigh'.")
+      resid, chol = np.asarray(resid), np.asarray(chol)
+  cast = lambda a: jnp.asarray(a, dtype)
   if method == "eigh":
-    lam, u = jnp.linalg.eigh(cov + jitter * eye)
-    return _sample_losses_eigh(key, u.T @ resid, jnp.sqrt(jnp.maximum(lam, 0.0)), int(num_samples),
-                               int(chunk_size))
-  j = float(jitter)
-  for _ in range(5):
-    chol = jnp.linalg.cholesky(cov + j * eye)
-    if bool(jnp.all(jnp.isfinite(chol))):
-      break
-    j *= 10.0
-  else:
-    raise FloatingPointError(f"posterior covariance not positive definite even with jitter={j}; "
-                             "increase `jitter`, use method='eigh', or use float64 (jax.enable_x64).")
-  return _sample_losses_cholesky(key, resid, chol, int(num_samples), int(chunk_size))
+    return _sample_losses_eigh(key, cast(rotated), cast(sqrt_lam), int(num_samples), int(chunk_size))
+  return _sample_losses_cholesky(key, cast(resid), cast(chol), int(num_samples), int(chunk_size))
+
 
 
 def gp_posterior_samples(key: Array, x_train: Array, y_train: Array, x_test: Array, *, num_samples: int,
