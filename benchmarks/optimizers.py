@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ WD = 1e-4
 
 
 def make_tree(scale: float = 1.0) -> dict[str, tuple[int, ...]]:
-  """20 leaves, ~9.8M parameters at scale 1: conv kernels (4-D), dense kernels (2-D), biases (1-D)."""
+  """19 leaves, ~9.7M parameters at scale 1: conv kernels (4-D), dense kernels (2-D), biases (1-D)."""
   c = lambda n: max(1, int(round(n * scale)))  # noqa: E731
   shapes = {}
   for i in range(4):
@@ -146,7 +147,7 @@ def main(argv=None) -> None:
   parser.add_argument("--scale", type=float, default=1.0, help="width multiplier of the tree")
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch default")
-  parser.add_argument("--name", default="optimizers")
+  parser.add_argument("--name", default="optimizers", help="results file benchmarks/results/NAME.json")
   args = parser.parse_args(argv)
 
   shapes = make_tree(args.scale)
@@ -157,7 +158,9 @@ def main(argv=None) -> None:
   if not args.no_torch:
     tthunks, torch_version = _torch_thunks(shapes, params, grads, args.torch_threads)
     thunks.update(tthunks)
+  load_before = os.getloadavg()
   timings = harness.time_interleaved(thunks, reps=args.reps, warmup=3)
+  load_after = os.getloadavg()
   bandwidth = measure_bandwidth(n)
   med = {k: t.median for k, t in timings.items()}
   ratios = {
@@ -188,6 +191,7 @@ def main(argv=None) -> None:
                   "fraction_of_bandwidth": gbs / bandwidth}
   extra = {"ratios": ratios, "targets_met": targets, "num_params": n, "num_leaves": len(shapes),
            "measured_bandwidth_GBps": bandwidth, "traffic": traffic, "torch_version": torch_version,
+           "load_average_1min_before_after": [load_before[0], load_after[0]],
            "command": "python -m benchmarks.run_all --only optimizers"}
   harness.write_results(args.name, timings, extra)
   print(f"measured bandwidth (a += s*b): {bandwidth:.1f} GB/s")
