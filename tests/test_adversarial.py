@@ -37,18 +37,20 @@ def _problem(n=32, d=16, k=4, seed=0, dtype=jnp.float32):
 # PGD.
 
 
-@pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("linf", 0.3), ("linf", 3.0), ("l2", 0.5), ("l2", 10.0)])
+@pytest.mark.parametrize("norm,radii", [("linf", (8 / 255, 0.3, 3.0)), ("l2", (0.5, 10.0))])
 @pytest.mark.parametrize("random_start", [True, False])
-def test_pgd_feasible_exactly(norm, eps, random_start):
+def test_pgd_feasible_exactly(norm, radii, random_start):
   params, x, y = _problem(n=64)
-  attack = jax.jit(functools.partial(adv.pgd_attack, _linear_ce, eps=eps, step_size=eps / 2, num_steps=7,
-                                     norm=norm, random_start=random_start))
-  x_adv = attack(params, x, y, jax.random.key(1))
-  assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
-  d = np.asarray(x_adv) - np.asarray(x)
-  size = np.abs(d).max(axis=1) if norm == "linf" else np.sqrt((d * d).sum(axis=1))
-  assert np.all(size <= np.float32(eps)), size.max() - eps
-  assert np.all(np.asarray(x_adv) >= 0.0) and np.all(np.asarray(x_adv) <= 1.0)
+  eps = jnp.asarray(radii, jnp.float32)
+  attack = jax.jit(jax.vmap(lambda e: adv.pgd_attack(_linear_ce, params, x, y, jax.random.key(1), eps=e,
+                                                     step_size=e / 2, num_steps=7, norm=norm,
+                                                     random_start=random_start)))
+  x_adv = np.asarray(attack(eps))  # (radii, n, d)
+  assert x_adv.shape == (len(radii),) + x.shape and x_adv.dtype == x.dtype
+  d = x_adv - np.asarray(x)[None]
+  size = np.abs(d).max(axis=2) if norm == "linf" else np.sqrt((d * d).sum(axis=2))
+  assert np.all(size <= np.asarray(eps)[:, None]), (size - np.asarray(eps)[:, None]).max()
+  assert np.all(x_adv >= 0.0) and np.all(x_adv <= 1.0)
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
@@ -74,15 +76,16 @@ def test_pgd_vmap_over_eps_matches_loop_and_is_stop_gradiented():
   eps_values = jnp.asarray([0.05, 0.1, 0.2])
   attack = lambda e: adv.pgd_attack(_linear_ce, params, x, y, key, eps=e, step_size=e / 4, num_steps=5)
   batched = jax.jit(jax.vmap(attack))(eps_values)
+  single = jax.jit(attack)
   for i, e in enumerate([0.05, 0.1, 0.2]):
-    np.testing.assert_allclose(batched[i], attack(e), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(batched[i], single(jnp.float32(e)), rtol=1e-6, atol=1e-6)
 
   # Danskin: the gradient through `adversarial_losses` is the gradient at the (fixed) attacked points.
   def f(p):
     return adv.adversarial_losses(_linear_ce, p, x, y, key, eps=0.1, step_size=0.025, num_steps=5).sum()
 
   x_adv = adv.pgd_attack(_linear_ce, params, x, y, key, eps=0.1, step_size=0.025, num_steps=5)
-  g = jax.grad(f)(params)
+  g = jax.jit(jax.grad(f))(params)
   g_ref = jax.grad(lambda p: _linear_ce(p, x_adv, y).sum())(params)
   np.testing.assert_allclose(g["w"], g_ref["w"], rtol=1e-5, atol=1e-6)
 
@@ -125,12 +128,14 @@ def test_done_objective_matches_numpy_per_batch_and_ema():
   for beta_arg in (None, beta):
     config = adv.done(r, beta=beta_arg, eps=0.1, step_size=0.025, num_steps=3)
     state = config.weighting.init()
+    objective = jax.jit(lambda key, state, config=config: adv.done_objective(
+        _linear_ce, params, x, y, key, state, config=config, mask=jnp.asarray(mask)))
+    perturb = jax.jit(lambda key, config=config: config.perturbation(_linear_ce, params, x, y, key))
     u = None
     for step in range(3):
       key = jax.random.key(step)
-      (value, (w, losses, state)) = adv.done_objective(_linear_ce, params, x, y, key, state, config=config,
-                                                       mask=jnp.asarray(mask))
-      x_adv = np.asarray(config.perturbation(_linear_ce, params, x, y, key))
+      (value, (w, losses, state)) = objective(key, state)
+      x_adv = np.asarray(perturb(key))
       l_np = _np_ce(np.asarray(params["w"], np.float64), np.asarray(params["b"], np.float64),
                     x_adv.astype(np.float64), np.asarray(y))
       np.testing.assert_allclose(losses, l_np, rtol=2e-5, atol=2e-5)
@@ -151,9 +156,9 @@ def test_done_gradient_is_gradient_of_kl_dro_value_at_fixed_attack():
   r = 0.5
   config = adv.done(r, eps=0.1, step_size=0.025, num_steps=3)
   key = jax.random.key(0)
-  g, _ = jax.grad(adv.done_objective, argnums=1, has_aux=True)(_linear_ce, params, x, y, key,
-                                                               config.weighting.init(), config=config)
-  x_adv = config.perturbation(_linear_ce, params, x, y, key)
+  g, _ = jax.jit(lambda p: jax.grad(adv.done_objective, argnums=1, has_aux=True)(
+      _linear_ce, p, x, y, key, config.weighting.init(), config=config))(params)
+  x_adv = jax.jit(lambda p: config.perturbation(_linear_ce, p, x, y, key))(params)
   g_ref = jax.grad(lambda p: reweighting.kl_dro_value(_linear_ce(p, x_adv, y), r))(params)
   np.testing.assert_allclose(g["w"], g_ref["w"], rtol=1e-4, atol=1e-6)
 
@@ -286,8 +291,11 @@ def test_resnet18_shapes_and_parameter_count():
   full = resnet.resnet18((32, 32, 3), 10)
   params, _ = jax.eval_shape(full.init, jax.random.key(0))
   assert sum(p.size for p in jax.tree.leaves(params)) == 11_173_962  # the standard CIFAR ResNet-18
+  # Shapes only (abstract evaluation): compiling even a width-4 ResNet-18 init costs ~20 s of CPU.
   small = resnet.resnet18((8, 8, 1), 10, width=4)
-  params, state = small.init(jax.random.key(0))
-  out, new_state = small.apply(params, state, jnp.ones((3, 8, 8, 1)), train=True, mask=jnp.asarray([1, 1, 0]))
+  params, state = jax.eval_shape(small.init, jax.random.key(0))
+  out, new_state = jax.eval_shape(lambda p, s, x, m: small.apply(p, s, x, train=True, mask=m), params, state,
+                                  jax.ShapeDtypeStruct((3, 8, 8, 1), jnp.float32),
+                                  jax.ShapeDtypeStruct((3,), jnp.bool_))
   assert out.shape == (3, 10)
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
