@@ -9,6 +9,8 @@ the weights, backward, AdamW) inside one jitted `lax.scan` with the train state 
 pre-generated token batches. Candidates: uniform, the three strategies at their reference temperatures, and
 the experiment's `switch_rule` (method and r as data, every branch evaluated), timed round-robin. The
 weighting overhead is median(rule) / median(uniform) - 1 of the same run. Target (issue 6): <= 5%.
+On a busy machine those medians are noisy, so the JSON also records each rule's `apply` timed ALONE on a
+(32,) loss vector (2000 applications in one jitted scan) and that cost as a fraction of a uniform step.
 """
 from __future__ import annotations
 
@@ -76,6 +78,36 @@ def make_thunks(steps: int, batch: int = BATCH, seq_len: int = SEQ_LEN) -> dict[
   return thunks
 
 
+def isolated_weight_cost_s(batch: int = BATCH, repeats: int = 2000) -> dict[str, float]:
+  """Seconds per application of each rule's `apply` alone on a (batch,) loss vector (a scan of `repeats`
+  applications in one jitted call, min of 5): a noise-free bound on what the weights can add to a step."""
+  import time  # pylint: disable=g-import-not-at-top
+  losses = jax.random.gamma(jax.random.key(2), 2.0, (repeats, batch))
+  mask = jnp.ones((batch,), bool)
+  out = {}
+  for name, (rule, overrides) in rules().items():
+    state = rule.init()
+    if overrides:
+      state = state._replace(method=jnp.asarray(overrides["method"], jnp.int32),
+                             r=jnp.asarray(overrides["r"], jnp.float32))
+
+    @jax.jit
+    def many(state, losses, rule=rule):
+      def body(s, l):
+        w, s = rule.apply(l, mask, s)
+        return s, w[0]
+      return jax.lax.scan(body, state, losses)
+
+    jax.block_until_ready(many(state, losses))
+    best = float("inf")
+    for _ in range(5):
+      start = time.perf_counter()
+      jax.block_until_ready(many(state, losses))
+      best = min(best, (time.perf_counter() - start) / repeats)
+    out[name] = best
+  return out
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--reps", type=int, default=15)
@@ -91,7 +123,12 @@ def main(argv=None) -> None:
     if name != "uniform":
       ratios[f"{name} / uniform"] = t.median / base
       targets[f"{name} overhead <= 5%"] = t.median / base <= 1.05
-  extra = {"ratios": ratios, "targets_met": targets, "per_step_ms": per_step_ms, "steps_per_call": args.steps,
+  isolated = isolated_weight_cost_s()
+  step_s = base / args.steps
+  extra = {"ratios": ratios,
+           "isolated_weight_cost_us": {k: v * 1e6 for k, v in isolated.items()},
+           "isolated_cost_fraction_of_uniform_step": {k: v / step_s for k, v in isolated.items()
+                                                       if k != "uniform"}, "targets_met": targets, "per_step_ms": per_step_ms, "steps_per_call": args.steps,
            "model": dict(MODEL, vocab_size=text.VOCAB_SIZE, max_len=SEQ_LEN,
                          num_params=lm.num_params(jax.eval_shape(
                              lm.causal_lm(text.VOCAB_SIZE, SEQ_LEN, **MODEL).init, jax.random.key(0))[0])),
@@ -100,6 +137,8 @@ def main(argv=None) -> None:
   harness.write_results(args.name, timings, extra)
   for k, v in targets.items():
     print(f"  target {k}: {'met' if v else 'NOT met'}")
+  for k, v in isolated.items():
+    print(f"  weights alone, {k}: {v * 1e6:.1f} us per batch ({v / step_s:.2e} of a uniform step)")
 
 
 if __name__ == "__main__":
