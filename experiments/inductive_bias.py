@@ -10,7 +10,8 @@ program), and reports I(eps) = -log P(e <= eps) in bits at every target error wi
 
 Target errors are a task's own `target_errors` if it names them, else `config.target_fractions` x the null
 error 1/k (the MSE of predicting 0 for every one-hot output). Outputs in `workdir`: config.json,
-metrics.jsonl (one record per task x space), summary.json, plots/*.png.
+metrics.jsonl (one record per task x space), summary.json, losses_<task>_<space>.npy (the sampled losses,
+to re-estimate at other target errors), plots/*.png.
 """
 from __future__ import annotations
 
@@ -180,6 +181,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       for si, sspec in enumerate(config.spaces):
         sspec = dict(sspec)
         sampled = sample_losses(sspec, task, jax.random.fold_in(key, 1000 * ti + si))
+        np.save(wd / f"losses_{tspec['name']}_{sspec['name']}.npy", sampled["losses"])
         metrics = estimate(sampled["losses"], eps, sampled.get("exact"))
         metrics.update({k: v for k, v in sampled.items() if k not in ("losses", "exact")})
         metrics["target_errors"] = eps.tolist()
@@ -290,3 +292,27 @@ def make_plots(summary: dict[str, Any], out_dir: pathlib.Path, plot: dict[str, A
     plt.close(fig)
     paths.append(path)
   return paths
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+  """One row per task x space: bits (ncx2 fit [95% CI]; empirical [CI]; exact) at each target error."""
+  def cell(m, name, i):
+    v = m.get(name)
+    return None if v is None else v[i]
+
+  def fmt(v):
+    return "inf" if v is None else (f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}")
+
+  lines = ["| task | space | d | mean test MSE | eps | bits: ncx2 fit [95% CI] | bits: empirical [95% CI] | bits: exact |",
+           "|---|---|---|---|---|---|---|---|"]
+  for r in summary["rows"]:
+    m = r["metrics"]
+    for i, e in enumerate(m["target_errors"]):
+      ncx2 = (f"{fmt(cell(m, 'bits_ncx2', i))} [{fmt(cell(m, 'bits_ncx2_low', i))}, "
+              f"{fmt(cell(m, 'bits_ncx2_high', i))}]") if "bits_ncx2" in m else "-"
+      emp = (f"{fmt(cell(m, 'bits_empirical', i))} [{fmt(cell(m, 'bits_empirical_low', i))}, "
+             f"{fmt(cell(m, 'bits_empirical_high', i))}]")
+      exact = fmt(cell(m, "bits_exact", i)) if "bits_exact" in m else "-"
+      lines.append(f"| {r['task']} | {r['space']} | {r['dim']} | {m['loss_mean']:.4f} | {e:.3g} | {ncx2} | {emp} | "
+                   f"{exact} |")
+  return "\n".join(lines)
