@@ -291,13 +291,18 @@ def test_ema_mask_and_all_masked_batch_keeps_state(x64):
 
 
 def test_extreme_losses_and_temperatures_give_finite_weights():
+  @jax.jit
+  def all_weights(l, r):
+    ws = [rw.kl_dro_weights(l, r), rw.cvar_weights(l, 0.3)] + [rw.loss_based_weights(l, s, r) for s in STRATEGIES]
+    return jnp.stack(ws), rw.kl_dro_value(l, r)
+
   cases = [jnp.array([1e30, -1e30, 0.0, 3e38]), jnp.array([1e-30, 2e-30, 0.0, -1e-30]), jnp.array([1e4, 1e4, 0.0, 1.0])]
   for l in cases:
     for r in (1e-30, 1e-3, 1.0, 1e30, jnp.inf):
-      for w in [rw.kl_dro_weights(l, r), rw.cvar_weights(l, 0.3)] + [rw.loss_based_weights(l, s, r) for s in STRATEGIES]:
-        assert np.all(np.isfinite(w)) and np.all(np.asarray(w) >= 0), (l, r, w)
-        np.testing.assert_allclose(float(w.sum()), 1.0, rtol=1e-5)
-      assert np.isfinite(rw.kl_dro_value(l, r))
+      ws, value = all_weights(l, r)
+      assert np.all(np.isfinite(ws)) and np.all(np.asarray(ws) >= 0), (l, r, ws)
+      np.testing.assert_allclose(ws.sum(axis=1), 1.0, rtol=1e-5)
+      assert np.isfinite(value)
   # tiny r is the hard max (ties split), infinite r is uniform
   np.testing.assert_allclose(rw.kl_dro_weights(jnp.array([1.0, 3.0, 3.0, 0.0]), 1e-30), [0, 0.5, 0.5, 0])
   np.testing.assert_allclose(rw.kl_dro_weights(jnp.array([1.0, 3.0, 3.0, 0.0]), jnp.inf), np.full(4, 0.25))
@@ -404,16 +409,20 @@ def _all_weight_fns():
   }
 
 
+def _all_outputs(l, m):
+  return {name: fn(l, m) for name, fn in _all_weight_fns().items()}
+
+
 def test_jit_equals_eager_and_no_retrace():
   l = jnp.asarray(random_losses(17, n=32), jnp.float32)
   mask = jnp.arange(32) < 29
-  for name, fn in _all_weight_fns().items():
-    eager = fn(l, mask)
-    traced = chex.assert_max_traces(fn, n=1)
-    jitted = jax.jit(traced)
-    np.testing.assert_allclose(jitted(l, mask), eager, rtol=2e-6, atol=1e-7, err_msg=name)
-    jitted(l * 2.0 + 1.0, ~mask)  # new values, same shapes: no retrace (assert_max_traces raises otherwise)
-    chex.clear_trace_counter()
+  eager = _all_outputs(l, mask)
+  jitted = jax.jit(chex.assert_max_traces(_all_outputs, n=1))
+  got = jitted(l, mask)
+  for name in eager:
+    np.testing.assert_allclose(got[name], eager[name], rtol=2e-6, atol=1e-7, err_msg=name)
+  jitted(l * 2.0 + 1.0, ~mask)  # new values, same shapes: no retrace (assert_max_traces raises otherwise)
+  chex.clear_trace_counter()
 
 
 def test_traced_hyperparameters_do_not_retrace():
@@ -452,11 +461,11 @@ def test_sharded_equals_unsharded_under_jit():
   mask = jnp.arange(64) < 61
   sharding = NamedSharding(mesh, P("batch"))
   ls, ms = jax.device_put(l, sharding), jax.device_put(mask, sharding)
-  for name, fn in _all_weight_fns().items():
-    want = jax.jit(fn)(l, mask)
-    with jax.set_mesh(mesh):
-      got = jax.jit(fn)(ls, ms)
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7, err_msg=name)
+  want = jax.jit(_all_outputs)(l, mask)
+  with jax.set_mesh(mesh):
+    got = jax.jit(_all_outputs)(ls, ms)
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=2e-6, atol=1e-7, err_msg=name)
 
 
 def test_shard_map_with_axis_name_equals_unsharded():
