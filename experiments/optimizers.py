@@ -120,10 +120,15 @@ def format_table(summary: dict[str, Any], title: str) -> str:
 def initial_conv_norms(program, seeds, hparams) -> dict[str, float]:
   """Conv-kernel norms at step 0 (mean over seeds): the runner starts run r from jax.random.key(seed)."""
   norms = collections.defaultdict(list)
+
+  @jax.jit
+  def conv_norms(key):
+    params = program.init(key, hparams).params
+    return {f"norm_{k}": jnp.sqrt(jnp.sum(jnp.square(w))) for k, w in _conv_kernels(params).items()}
+
   for seed in seeds:
-    state = program.init(jax.random.key(int(seed)), hparams)
-    for k, kernel in _conv_kernels(state.params).items():
-      norms[f"norm_{k}"].append(float(jnp.sqrt(jnp.sum(jnp.square(kernel)))))
+    for k, v in conv_norms(jax.random.key(int(seed))).items():
+      norms[k].append(float(v))
   return {k: float(np.mean(v)) for k, v in norms.items()}
 
 

@@ -3,11 +3,11 @@ BatchNorm, so the loss is invariant to its scale -- the AdamP/SGDP setting).
 
 Optimizers: Adam, AdamW (wd 1e-2), SGD + momentum 0.9, AdamP, SGDP (momentum 0.9), EXAdam, EXAdam with the
 paper-v1 dynamic step size; no weight decay except AdamW, so the comparison isolates the projection (the
-paper's "without weight decay" setting). For each optimizer, 3 seeds x 4 learning rates run as one vmapped
+paper's "without weight decay" setting). For each optimizer, 3 seeds x 3 learning rates run as one vmapped
 program; the learning rate is chosen by the lowest final training loss (mean over seeds), and the test
 accuracy at that learning rate is reported. The evaluation logs the conv-kernel norms.
 
-Launch (about 10-20 minutes on 2 CPU cores):
+Launch (a few minutes on 2 idle CPU cores; 400 steps ~ 19 epochs, CNN channels (16, 32)):
 
   python -m experiments.main --config=experiments/configs/optimizers.py --workdir=workdirs/optimizers
 
@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import ml_collections
 
-ADAM_LRS = (3e-4, 1e-3, 3e-3, 1e-2)
-SGD_LRS = (0.01, 0.03, 0.1, 0.3)
-EXADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
+ADAM_LRS = (1e-3, 3e-3, 1e-2)
+SGD_LRS = (0.01, 0.03, 0.1)
+EXADAM_LRS = (3e-4, 1e-3, 3e-3)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.experiment = "optimizers"
   c.name = "digits_cnn_optimizers"
   c.data = dict(fn="jaxfair.data.load_digits", kwargs=dict(seed=0, test_fraction=0.25, image=True))
-  c.model = dict(fn="jaxfair.models.cnn", kwargs=dict(channels=(4, 8) if quick else (32, 64)))
+  c.model = dict(fn="jaxfair.models.cnn", kwargs=dict(channels=(4, 8) if quick else (16, 32)))
   c.loss = "jaxfair.losses.softmax_cross_entropy"
   c.weighting = dict(fn="jaxfair.training.uniform")
   c.perturb = None
@@ -58,11 +58,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer_specs.adamp.learning_rates = (1e-3, 3e-3)
   c.seeds = (0,) if quick else (0, 1, 2)
   c.batch_size = 64
-  c.num_steps = 10 if quick else 600
+  c.num_steps = 10 if quick else 400
   c.select_last = 2 if quick else 10
   c.train_kwargs = dict(eval_batch_size=512)
   c.report_metric = "test_accuracy"
-  c.runner = dict(chunk_steps=5 if quick else 50, log_every=1 if quick else 10, checkpoint_every=0 if quick else 4,
+  c.runner = dict(chunk_steps=5 if quick else 40, log_every=1 if quick else 10, checkpoint_every=0 if quick else 4,
                   eval_every=1, max_to_keep=1, run_shards=1, batch_shards=1, progress="auto",
                   tensorboard=False, plots=not quick)
   return c
