@@ -14,9 +14,10 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-OVERRIDES = ["num_steps=8", "runner.chunk_steps=4", "runner.eval_every=0", "runner.checkpoint_every=1",
-             "runner.plots=false", "runner.progress=none", "seeds=(0,1,2,3)", "batch_size=32",
-             "model.kwargs.width=16", "runner.run_shards=4"]
+# The same sweep as tests/test_sharding.py's 4 x 1 (run-sharded) case, which serves as the reference.
+from test_sharding import OVERRIDES as _SHARDING_OVERRIDES  # noqa: E402  pylint: disable=g-import-not-at-top
+
+OVERRIDES = _SHARDING_OVERRIDES + ["runner.run_shards=4", "runner.batch_shards=1"]
 
 
 def _free_port() -> int:
@@ -68,16 +69,14 @@ def _launch(num_processes: int, tmp_path: pathlib.Path, name: str) -> tuple[path
   return out, logs
 
 
-def test_two_process_run_equals_one_process(tmp_path):
+def test_two_process_run_equals_one_process(tmp_path, tmp_path_factory):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from experiments import main as main_lib  # pylint: disable=g-import-not-at-top
-  from experiments import train  # pylint: disable=g-import-not-at-top
-  two, logs = _launch(2, tmp_path, "two")
-  # The reference: one process with 4 (fake, from conftest) devices, the same mesh shape.
+  from test_sharding import sharded_run  # pylint: disable=g-import-not-at-top
+  two, _ = _launch(2, tmp_path, "two")
+  # The reference: one process with 4 (fake, from conftest) devices, the same 4 x 1 mesh.
   assert jax.device_count() == 4
-  config = main_lib.load_config(str(ROOT / "experiments/configs/erm.py") + ":quick", OVERRIDES)
-  one = train.run(config, str(tmp_path / "one"))
+  one, one_dir = sharded_run(tmp_path_factory, 4, 1)
   b = np.load(two)
   leaves = [np.asarray(x) for x in jax.tree.leaves(one.state.params)]
   assert len(b.files) == len(leaves) + 1
@@ -85,8 +84,8 @@ def test_two_process_run_equals_one_process(tmp_path):
     np.testing.assert_allclose(x, b[f"p{i}"], rtol=1e-5, atol=1e-6, err_msg=f"param leaf {i}")
   np.testing.assert_allclose(np.asarray(one.final_eval["test_accuracy"]), b["test_accuracy"], rtol=1e-6)
   # Process 0 wrote the same log as the single process; the other process wrote nothing.
-  assert (tmp_path / "two" / "metrics.jsonl").read_text() == (tmp_path / "one" / "metrics.jsonl").read_text()
-  assert (tmp_path / "two" / "checkpoints" / "8").is_dir()
+  assert (tmp_path / "two" / "metrics.jsonl").read_text() == (one_dir / "metrics.jsonl").read_text()
+  assert (tmp_path / "two" / "checkpoints" / "12").is_dir()
 
 
 if __name__ == "__main__":

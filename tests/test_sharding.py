@@ -15,22 +15,31 @@ OVERRIDES = ["num_steps=12", "runner.chunk_steps=6", "runner.eval_every=0", "run
              "model.kwargs.width=16"]
 
 
-def _run(tmp_path, name, run_shards, batch_shards):
-  config = main_lib.load_config("experiments/configs/erm.py:quick",
-                                OVERRIDES + [f"runner.run_shards={run_shards}", f"runner.batch_shards={batch_shards}"])
-  return train.run(config, str(tmp_path / name))
+_CACHE = {}
+
+
+def sharded_run(tmp_path_factory, run_shards: int, batch_shards: int):
+  """The ERM quick sweep (4 seeds) on a (run_shards, batch_shards) mesh; cached per session (the distributed
+  test reuses the 4 x 1 run as its one-process reference). Returns (result, workdir)."""
+  key = (run_shards, batch_shards)
+  if key not in _CACHE:
+    workdir = tmp_path_factory.mktemp(f"sweep_{run_shards}x{batch_shards}")
+    config = main_lib.load_config("experiments/configs/erm.py:quick",
+                                  OVERRIDES + [f"runner.run_shards={run_shards}", f"runner.batch_shards={batch_shards}"])
+    _CACHE[key] = (train.run(config, str(workdir)), workdir)
+  return _CACHE[key]
 
 
 def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-def test_seed_and_batch_sharded_sweeps_equal_unsharded(tmp_path):
+def test_seed_and_batch_sharded_sweeps_equal_unsharded(tmp_path_factory):
   """The run axis over 4 devices, then the batch axis over 4 devices (the 2 x 2 mesh is compiled below)."""
   assert jax.device_count() == 4
-  base = _run(tmp_path, "unsharded", 1, 1)
+  base, base_dir = sharded_run(tmp_path_factory, 1, 1)
   for name, run_shards, batch_shards in [("runs", 4, 1), ("batch", 1, 4)]:
-    res = _run(tmp_path, name, run_shards, batch_shards)
+    res, workdir = sharded_run(tmp_path_factory, run_shards, batch_shards)
     w = jax.tree.leaves(res.state.params)[0]
     assert len(w.sharding.device_set) == run_shards * batch_shards, name
     if run_shards > 1:  # each device holds R / run_shards runs
@@ -39,8 +48,8 @@ def test_seed_and_batch_sharded_sweeps_equal_unsharded(tmp_path):
       np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=name)
     for k in ("test_accuracy", "test_loss"):
       np.testing.assert_allclose(base.final_eval[k], res.final_eval[k], rtol=1e-5, atol=1e-6, err_msg=name)
-    log_a = (tmp_path / "unsharded" / "metrics.jsonl").read_text().splitlines()
-    log_b = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+    log_a = (base_dir / "metrics.jsonl").read_text().splitlines()
+    log_b = (workdir / "metrics.jsonl").read_text().splitlines()
     assert len(log_a) == len(log_b)
 
 
