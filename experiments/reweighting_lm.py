@@ -249,6 +249,23 @@ def format_table(methods: dict[str, Any], batch_size: int) -> str:
   return "\n".join(lines)
 
 
+def format_paired_table(methods: dict[str, Any]) -> str:
+  """Per method: final validation metric minus uniform's, paired by seed (same init and data order)."""
+  base = methods.get("uniform")
+  if base is None:
+    return ""
+  lines = ["| method | val loss - uniform (paired by seed) | worst-10% val loss - uniform |", "|---|---|---|"]
+  for label, e in methods.items():
+    if label == "uniform":
+      continue
+    cells = []
+    for k in ("test_loss", "test_loss_tail"):
+      diff = np.asarray(e["final"][k]["per_seed"]) - np.asarray(base["final"][k]["per_seed"])
+      cells.append(f"{diff.mean():+.4f} ± {diff.std():.4f} ({int((diff < 0).sum())}/{diff.size} seeds lower)")
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> runner_lib.SweepResult:
   data = load_data(config)
   logging.info("corpus %s (fingerprint %s): %d train / %d validation windows of %d chars, vocab %d",
@@ -280,4 +297,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> runner_lib.SweepResu
     for p in paths:
       print(p)
   print(format_table(methods, int(config.batch_size)))
+  print(format_paired_table(methods))
   return result
+
+
+if __name__ == "__main__":
+  # Reprints the tables of a finished workdir: python -m experiments.reweighting_lm workdirs/reweighting_lm
+  import sys  # pylint: disable=g-import-not-at-top
+  saved = json.loads((pathlib.Path(sys.argv[1]) / "results.json").read_text())
+  print(format_table(saved["methods"], json.loads((pathlib.Path(sys.argv[1]) / "config.json").read_text())
+                     ["batch_size"]))
+  print(format_paired_table(saved["methods"]))
