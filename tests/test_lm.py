@@ -2,6 +2,7 @@
 reweighting-LM experiment's per-run weighting rule."""
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
@@ -244,8 +245,10 @@ def test_corpus_is_deterministic_within_and_across_processes(small_corpus):
   # A fresh interpreter (different hash salt) builds the same corpus.
   code = ("from jaxfair.data import text; d = text.load_stdlib_text(16, sources='small'); "
           "print(d.fingerprint, d.x_train.shape[0], d.x_test.shape[0])")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env={"PYTHONHASHSEED": "12345", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
+  root = pathlib.Path(__file__).resolve().parents[1]
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                       env={"PYTHONHASHSEED": "12345", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin",
+                            "PYTHONPATH": str(root)})
   assert out.stdout.split() == [small_corpus.fingerprint, str(small_corpus.x_train.shape[0]),
                                 str(small_corpus.x_test.shape[0])]
   # The split seed changes the split, not the vocabulary or window length.
