@@ -24,6 +24,7 @@ import json
 import os
 import pathlib
 from typing import Any, Iterable, Mapping, Sequence
+import warnings
 
 import matplotlib
 
@@ -114,13 +115,16 @@ def final_values(records: Iterable[dict[str, Any]], metric: str, kind: str = "ev
 
 
 def _band(values: np.ndarray, band: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  mean = np.nanmean(values, axis=0)
-  if band == "minmax":
-    return mean, np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-  if band == "std":
+  """Mean over seeds (axis 0) and the band; all-NaN entries (a class absent from the test split) stay NaN."""
+  if band not in ("std", "minmax"):
+    raise ValueError(f"`band` must be 'std' or 'minmax', got {band!r}.")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    mean = np.nanmean(values, axis=0)
+    if band == "minmax":
+      return mean, np.nanmin(values, axis=0), np.nanmax(values, axis=0)
     std = np.nanstd(values, axis=0)
-    return mean, mean - std, mean + std
-  raise ValueError(f"`band` must be 'std' or 'minmax', got {band!r}.")
+  return mean, mean - std, mean + std
 
 
 def plot_curves(curves: Curves, *, title: str = "", ylabel: str | None = None, band: str = "std",
