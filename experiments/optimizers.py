@@ -70,16 +70,34 @@ def _read_curves(workdir: pathlib.Path, hparam_index: int) -> dict[str, dict[int
   return curves
 
 
+def _late_test_accuracy(workdir: pathlib.Path, runs: list[runner_lib.Run], last: int) -> np.ndarray:
+  """Mean test accuracy over the last `last` evaluations of each run (one eval is noisy at large lr)."""
+  per_run = collections.defaultdict(list)
+  with open(workdir / "metrics.jsonl") as f:
+    for line in f:
+      rec = json.loads(line)
+      if rec["kind"] == "eval" and "test_accuracy" in rec["metrics"]:
+        per_run[rec["run"]].append((rec["step"], rec["metrics"]["test_accuracy"]))
+  return np.asarray([float(np.mean([v for _, v in sorted(per_run[r.run])][-last:])) for r in runs])
+
+
 def select(result: runner_lib.SweepResult, lrs: tuple[float, ...], num_seeds: int,
-           train_loss: np.ndarray) -> dict[str, Any]:
-  """Picks the learning rate with the lowest mean final training loss; returns per-lr and chosen stats."""
+           train_loss: np.ndarray, late_accuracy: np.ndarray) -> dict[str, Any]:
+  """Picks the learning rate with the lowest mean final training loss; returns per-lr and chosen stats.
+
+  `test_accuracy_*` is the mean over the last few evaluations of each run (then mean/std over seeds);
+  `final_test_accuracy_*` is the single final evaluation.
+  """
   per_lr = []
-  acc = np.asarray(result.final_eval["test_accuracy"]).reshape(len(lrs), num_seeds)
+  final = np.asarray(result.final_eval["test_accuracy"]).reshape(len(lrs), num_seeds)
+  acc = late_accuracy.reshape(len(lrs), num_seeds)
   tl = train_loss.reshape(len(lrs), num_seeds)
   for i, lr in enumerate(lrs):
     per_lr.append({"learning_rate": lr, "train_loss_mean": float(np.mean(tl[i])),
                    "test_accuracy_mean": float(np.mean(acc[i])), "test_accuracy_std": float(np.std(acc[i])),
-                   "test_accuracy": acc[i].tolist()})
+                   "test_accuracy": acc[i].tolist(),
+                   "final_test_accuracy_mean": float(np.mean(final[i])),
+                   "final_test_accuracy_std": float(np.std(final[i]))})
   finite = [i for i in range(len(lrs)) if np.isfinite(per_lr[i]["train_loss_mean"])]
   best = min(finite, key=lambda i: per_lr[i]["train_loss_mean"])
   return {"per_lr": per_lr, "chosen_index": best, "chosen": per_lr[best]}
@@ -102,14 +120,17 @@ def _final_train_loss(workdir: pathlib.Path, runs: list[runner_lib.Run], last: i
 
 def format_table(summary: dict[str, Any], title: str) -> str:
   lines = [f"### {title}", "",
-           "| optimizer | chosen lr | final train loss | test accuracy (mean ± std over seeds) | conv-kernel "
-           "norm growth ‖W_T‖/‖W_0‖ (mean over layers) |",
-           "|---|---|---|---|---|"]
+           "| optimizer | chosen lr | final train loss | test accuracy, last evals (mean ± std over seeds) | "
+           "final test accuracy | conv-kernel norm growth ‖W_T‖/‖W_0‖ (mean over layers) |",
+           "|---|---|---|---|---|---|"]
   for name, s in summary["optimizers"].items():
     c = s["chosen"]
     lines.append(f"| {name} | {c['learning_rate']:g} | {c['train_loss_mean']:.4f} | "
-                 f"{c['test_accuracy_mean']:.4f} ± {c['test_accuracy_std']:.4f} | {s['norm_growth']:.3f} |")
-  lines += ["", "All learning rates (test accuracy, mean over seeds; * = chosen by final training loss):", ""]
+                 f"{c['test_accuracy_mean']:.4f} ± {c['test_accuracy_std']:.4f} | "
+                 f"{c['final_test_accuracy_mean']:.4f} ± {c['final_test_accuracy_std']:.4f} | "
+                 f"{s['norm_growth']:.3f} |")
+  lines += ["", "All learning rates (test accuracy over the last evals, mean over seeds; * = chosen by the final "
+            "training loss):", ""]
   for name, s in summary["optimizers"].items():
     cells = [f"{p['learning_rate']:g}: {p['test_accuracy_mean']:.4f}{'*' if i == s['chosen_index'] else ''}"
              for i, p in enumerate(s["per_lr"])]
@@ -166,7 +187,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   options = train_lib.runner_options(config)
   num_seeds = len(config.seeds)
   summary = {"optimizers": {}, "num_steps": int(config.num_steps), "seeds": list(config.seeds),
-             "selection": "lowest mean training loss over the last logged steps"}
+             "selection": "lowest mean training loss over the last logged steps",
+             "test_accuracy": f"mean over the last {config.get('accuracy_last_evals', 5)} evaluations per run"}
   curves = {}
   for name in config.optimizers:
     sub = _sub_config(config, name)
@@ -177,7 +199,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if not res.completed:
       print(f"{name}: stopped after {res.steps_done} steps; run the same command again to resume.")
       return {}
-    sel = select(res, lrs, num_seeds, _final_train_loss(workdir / name, runs, config.get("select_last", 5)))
+    sel = select(res, lrs, num_seeds, _final_train_loss(workdir / name, runs, config.get("select_last", 5)),
+                 _late_test_accuracy(workdir / name, runs, config.get("accuracy_last_evals", 5)))
     c = _read_curves(workdir / name, sel["chosen_index"])
     for k, v in initial_conv_norms(program, config.seeds, {"learning_rate": lrs[sel["chosen_index"]]}).items():
       c[k][0] = [v]
