@@ -46,6 +46,11 @@ def norm_evaluator(model, num_classes):
   return evaluate
 
 
+# Settings that only change the summary, not training: left out of the config the runner stores and compares
+# on resume, so changing them re-summarises finished sweeps instead of refusing to resume.
+ANALYSIS_ONLY = ("accuracy_last_evals",)
+
+
 def _sub_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
   spec = config.optimizer_specs[name]
   sub = ml_collections.ConfigDict(config.to_dict())
@@ -195,7 +200,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     program = train_lib.make_program(sub)
     lrs = tuple(sub.grid.learning_rate)
     runs = runner_lib.make_runs(tuple(config.seeds), dict(sub.grid))
-    res = runner_lib.run_sweep(program, runs, workdir / name, options, config=sub.to_dict(), name=sub.name)
+    stored = {k: v for k, v in sub.to_dict().items() if k not in ANALYSIS_ONLY}
+    res = runner_lib.run_sweep(program, runs, workdir / name, options, config=stored, name=sub.name)
     if not res.completed:
       print(f"{name}: stopped after {res.steps_done} steps; run the same command again to resume.")
       return {}
