@@ -3,6 +3,8 @@
 Each has a `scale_by_*` transform and a user-facing alias built with `optax.chain`; all accept learning-rate
 schedules and work inside `optax.inject_hyperparams`.
 """
+from __future__ import annotations
+
 from jaxfair.optim._common import project
 from jaxfair.optim.adamp import (ScaleByAdamPState, ScaleBySGDPState, adamp, scale_by_adamp, scale_by_sgdp,
                                  sgdp)
