@@ -163,19 +163,21 @@ def test_done_gradient_is_gradient_of_kl_dro_value_at_fixed_attack():
   np.testing.assert_allclose(g["w"], g_ref["w"], rtol=1e-4, atol=1e-6)
 
 
-def test_done_plugs_into_the_training_step():
+@pytest.mark.parametrize("gradient", ["danskin", "implicit"])
+def test_done_plugs_into_the_training_step(gradient):
   from jaxfair import models, training, losses  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from jaxfair.data import load_digits  # pylint: disable=g-import-not-at-top
   data = load_digits(image=True)
   data = data._replace(x_train=data.x_train[:256], y_train=data.y_train[:256], x_test=data.x_test[:64],
                        y_test=data.y_test[:64])
-  config = adv.done(1.0, beta=0.1, eps=0.1, step_size=0.05, num_steps=2)
+  config = adv.done(1.0, beta=0.1, eps=0.1, step_size=0.05, num_steps=2, gradient=gradient,
+                    barrier=adv.BarrierConfig(mu=1e-3, lam=5.0, newton_steps=2, cg_steps=3, backward_cg_steps=3))
   program = training.make_train(model=models.mlp((8, 8, 1), 10, width=16), loss=losses.softmax_cross_entropy,
                                 data=data, batch_size=32, optimizer=optax.adam(1e-2),
                                 weighting=config.weighting, perturb=config.perturbation)
   state = program.init(jax.random.key(0), {})
-  state, metrics = jax.jit(program.run_chunk, static_argnums=3)(state, {}, program.data, 5)
+  state, metrics = jax.jit(program.run_chunk, static_argnums=3)(state, {}, program.data, 3)
   assert np.all(np.isfinite(metrics["loss"]))
   assert float(metrics["weight_max_n"][-1]) > 1.0  # non-uniform weights
 

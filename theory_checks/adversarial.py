@@ -73,21 +73,11 @@ def _config(d, mu, lam, interior):
                            interior=interior)
 
 
-@jax.jit
 def _solve(params, x, y, warm, mu, lam, interior):
   cfg = _config(x.shape[-1], mu, lam, interior)
   return adv.solve_barrier_attack(_ce, params, x, y, warm, eps=_EPS, bounds=(0.0, 1.0), config=cfg)
 
 
-@jax.jit
-def _values(params, x, y, warm, mu, lam):
-  """(sum_i l_i, Phi_r) at the re-solved lower level — the functions finite differences are taken of."""
-  dstar = _solve(params, x, y, warm, mu, lam, 0.05)
-  losses = _ce(params, x + dstar, y)
-  return jnp.sum(losses), reweighting.kl_dro_value(losses, _R)
-
-
-@jax.jit
 def _implicit_jacobian(params, x, y, warm, mu, lam, interior):
   """Per-example implicit hypergradients dl_i/dtheta (jacrev through the custom VJP) and the losses."""
   cfg = _config(x.shape[-1], mu, lam, interior)
@@ -96,10 +86,9 @@ def _implicit_jacobian(params, x, y, warm, mu, lam, interior):
   return jax.jacrev(losses_fn)(params), losses_fn(params)
 
 
-@jax.jit
-def _done_gradient(params, x, y, warm, mu, lam):
+def _done_gradient(params, x, y, warm, mu, lam, interior):
   """jax.grad of `done_objective` (per-batch KL-DRO weights, implicit perturbation)."""
-  cfg = _config(x.shape[-1], mu, lam, 0.05)
+  cfg = _config(x.shape[-1], mu, lam, interior)
   fn = adv._implicit_delta(_ce, _EPS, (0.0, 1.0), cfg)  # pylint: disable=protected-access
   config = adv.DoneConfig(perturbation=lambda lf, p, xx, yy, k: xx + fn(p, xx, yy, warm),
                           weighting=reweighting.kl_dro_rule(_R), gradient="implicit")
@@ -109,6 +98,18 @@ def _done_gradient(params, x, y, warm, mu, lam):
 
 
 @jax.jit
+def _everything_at(params, x, y, warm, mu, lam, interior):
+  """One compiled program (mu, lam traced) for all quantities at one barrier weight: the per-example implicit
+  hypergradients, the losses, jax.grad of `done_objective`, delta*, the fixed-attack Danskin gap and the
+  lower-level diagnostics."""
+  jac, losses = _implicit_jacobian(params, x, y, warm, mu, lam, interior)
+  g_done = _done_gradient(params, x, y, warm, mu, lam, interior)
+  dstar = _solve(params, x, y, warm, mu, lam, interior)
+  return dict(jac=jac, losses=losses, g_done=g_done, dstar=dstar, danskin_gap=_danskin_gap(params, x + dstar, y),
+              diagnostics=_lower_level_diagnostics(params, x, y, dstar, mu, lam),
+              g_danskin=jax.grad(lambda p: jnp.sum(_ce(p, x + dstar, y)))(params))
+
+
 def _danskin_gap(params, x_adv, y):
   """Fixed attack: max |grad Phi - sum_i w*_i grad l_i|."""
   g = jax.grad(lambda p: reweighting.kl_dro_value(_ce(p, x_adv, y), _R))(params)
@@ -118,7 +119,6 @@ def _danskin_gap(params, x_adv, y):
   return jnp.max(jnp.abs(_flatten(g) - _flatten(weighted)))
 
 
-@jax.jit
 def _lower_level_diagnostics(params, x, y, dstar, mu, lam):
   """(max |grad_delta g(delta*)|, min eigenvalue of the per-example Hessians of g)."""
   obj = lambda dd: adv.barrier_objective(_ce, params, x, y, dd, eps=_EPS, mu=mu, lam=lam)
@@ -177,7 +177,8 @@ def _check_hypergradients(quick) -> list[Check]:
   lam = _lam_for(params)
   mu = 1e-3
   warm = jnp.zeros_like(x)
-  jac, losses = _implicit_jacobian(params, x, y, warm, mu, lam, 0.05)
+  at = _everything_at(params, x, y, warm, mu, lam, 0.05)
+  jac, losses = at["jac"], at["losses"]
   g_sum = jax.tree.map(lambda j: j.sum(0), jac)
   w = reweighting.kl_dro_weights(losses, _R)
   g_phi = jax.tree.map(lambda j: jnp.tensordot(w, j, axes=1), jac)
@@ -185,18 +186,18 @@ def _check_hypergradients(quick) -> list[Check]:
   for i in range(num_dirs):
     v = _random_direction(jax.random.key(100 + i), params)
     h = 1e-5
-    (s_p, phi_p), (s_m, phi_m) = (_values(_axpy(params, v, h), x, y, warm, mu, lam),
-                                  _values(_axpy(params, v, -h), x, y, warm, mu, lam))
+    # Re-solved lower level at theta +- h v (the same compiled program; only its losses are used).
+    l_p = _everything_at(_axpy(params, v, h), x, y, warm, mu, lam, 0.05)["losses"]
+    l_m = _everything_at(_axpy(params, v, -h), x, y, warm, mu, lam, 0.05)["losses"]
+    s_p, s_m = jnp.sum(l_p), jnp.sum(l_m)
+    phi_p, phi_m = reweighting.kl_dro_value(l_p, _R), reweighting.kl_dro_value(l_m, _R)
     fd_sum, fd_phi = (s_p - s_m) / (2 * h), (phi_p - phi_m) / (2 * h)
     err_sum.append(float(jnp.abs(fd_sum - jnp.vdot(_flatten(g_sum), _flatten(v))) / jnp.abs(fd_sum)))
     err_phi.append(float(jnp.abs(fd_phi - jnp.vdot(_flatten(g_phi), _flatten(v))) / jnp.abs(fd_phi)))
-  g_done = _done_gradient(params, x, y, warm, mu, lam)
-  err_done = float(jnp.max(jnp.abs(_flatten(g_done) - _flatten(g_phi))))
-  dstar = _solve(params, x, y, warm, mu, lam, 0.05)
-  err_fixed = float(_danskin_gap(params, x + dstar, y))
-  g_danskin = jax.grad(lambda p: jnp.sum(_ce(p, x + dstar, y)))(params)
-  gap_danskin = float(jnp.linalg.norm(_flatten(g_danskin) - _flatten(g_sum)) / jnp.linalg.norm(_flatten(g_sum)))
-  grad_norm, min_eig = (float(t) for t in _lower_level_diagnostics(params, x, y, dstar, mu, lam))
+  err_done = float(jnp.max(jnp.abs(_flatten(at["g_done"]) - _flatten(g_phi))))
+  err_fixed = float(at["danskin_gap"])
+  gap_danskin = float(jnp.linalg.norm(_flatten(at["g_danskin"]) - _flatten(g_sum)) / jnp.linalg.norm(_flatten(g_sum)))
+  grad_norm, min_eig = (float(t) for t in at["diagnostics"])
   setting = f"2-layer tanh net, n={n}, d={d}, eps={_EPS}, mu={mu:g}, lam={lam:.2f}, {num_dirs} random directions"
   checks = [
       identity("DONE: grad Phi = sum_i softmax(l/r)_i * implicit hypergrad_i, vs central FD of Phi (rel.)",
@@ -221,9 +222,9 @@ def _check_hypergradients(quick) -> list[Check]:
   warm = jnp.zeros_like(x)
   for k, mu_k in enumerate(mus):
     interior = 0.05 if k == 0 else 1e-12  # continuation: warm-start from the previous (interior) solution
-    dmu = _solve(params, x, y, warm, mu_k, lam, interior)
-    jac_mu, _ = _implicit_jacobian(params, x, y, dmu, mu_k, lam, 1e-12)
-    g_mu = jax.tree.map(lambda j: j.sum(0), jac_mu)
+    at_mu = _everything_at(params, x, y, warm, mu_k, lam, interior)
+    dmu = at_mu["dstar"]
+    g_mu = jax.tree.map(lambda j: j.sum(0), at_mu["jac"])
     warm = dmu
     dists.append(float(jnp.max(jnp.abs(dmu - d0))))
     gaps.append(float(jnp.linalg.norm(_flatten(g_mu) - _flatten(g0)) / jnp.linalg.norm(_flatten(g0))))
@@ -243,7 +244,8 @@ def _check_hypergradients(quick) -> list[Check]:
 def _check_pgd_feasibility(quick) -> list[Check]:
   checks = []
   n, d = (64, 20) if quick else (512, 64)
-  for dtype in (jnp.float32, jnp.float64):
+  # quick: float32 only (the dtype attacks run in); the full run adds float64.
+  for dtype in ((jnp.float32,) if quick else (jnp.float32, jnp.float64)):
     params, x, y = _problem(3, n, d)
     params = jax.tree.map(lambda p: p.astype(dtype), params)
     x = x.astype(dtype)
