@@ -1,5 +1,6 @@
 """Offline real datasets, file loaders, synthetic generators and on-device batching."""
-from jaxfair.data.batching import Batch, epoch_batch, num_batches, padded_batches
+from jaxfair.data.batching import (Batch, batch_from_permutation, epoch_batch, epoch_permutation, num_batches,
+                                 padded_batches)
 from jaxfair.data.files import (load_arff, load_cifar10, load_csv, load_idx, load_mnist, load_table,
                                 write_idx)
 from jaxfair.data.offline import (Dataset, load_breast_cancer, load_digits, load_iris, load_wine,

@@ -32,20 +32,31 @@ def _gather(tree, idx):
   return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), tree)
 
 
-def epoch_batch(key: Array, x, y, step: Array, batch_size: int) -> Batch:
-  """The batch for global `step`: epoch = step // batches_per_epoch, a per-epoch permutation from `key`.
+def epoch_permutation(key: Array, epoch: Array, num_examples: int, batch_size: int) -> Array:
+  """The example order of `epoch`, padded with index 0 to a whole number of batches."""
+  perm = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+  return jnp.pad(perm, (0, num_batches(num_examples, batch_size) * batch_size - num_examples))
 
-  `x` and `y` may be arrays or pytrees of arrays with a common leading dimension.
-  """
+
+def batch_from_permutation(perm: Array, index: Array, x, y, batch_size: int) -> Batch:
+  """Batch number `index` of an epoch whose (padded) order is `perm`."""
   n = jax.tree.leaves(x)[0].shape[0]
-  per_epoch = num_batches(n, batch_size)
-  epoch, index = jnp.divmod(step, per_epoch)
-  perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-  perm = jnp.pad(perm, (0, per_epoch * batch_size - n))
   start = index * batch_size
   idx = jax.lax.dynamic_slice_in_dim(perm, start, batch_size)
   mask = start + jnp.arange(batch_size) < n
   return Batch(_gather(x, idx), _gather(y, idx), mask)
+
+
+def epoch_batch(key: Array, x, y, step: Array, batch_size: int) -> Batch:
+  """The batch for global `step`: epoch = step // batches_per_epoch, a per-epoch permutation from `key`.
+
+  `x` and `y` may be arrays or pytrees of arrays with a common leading dimension. This draws the epoch's
+  permutation on every call; loops should draw each epoch's permutation once (`epoch_permutation`) and
+  slice batches from it (`batch_from_permutation`), as `jaxfair.training.make_train` does.
+  """
+  n = jax.tree.leaves(x)[0].shape[0]
+  epoch, index = jnp.divmod(step, num_batches(n, batch_size))
+  return batch_from_permutation(epoch_permutation(key, epoch, n, batch_size), index, x, y, batch_size)
 
 
 def padded_batches(x, y, batch_size: int) -> Batch:

@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxfair.data.batching import epoch_batch
+from jaxfair.data.batching import batch_from_permutation, epoch_permutation, num_batches
 from jaxfair.models import PureModel
+from jaxfair.training import sharding
 from jaxfair.training.components import PerExampleLoss, Perturbation, WeightingRule, per_example, uniform
 from jaxfair.training.evaluate import make_evaluate
 from jaxfair.training.step import (DATA_STREAM, INIT_STREAM, TrainState, make_train_step, stream_key)
@@ -106,9 +107,18 @@ def make_train(*, model: PureModel, loss: Callable, data: Any, batch_size: int,
   def run_chunk(state: TrainState, hparams: Hparams, data: TrainData, num_steps: int):
     tx = make_optimizer(hparams)
     data_key = stream_key(state.key, DATA_STREAM)
+    n = data.x_train.shape[0]
+    per_epoch = num_batches(n, batch_size)
+    # Draw each epoch's permutation once per chunk (not once per step): the chunk spans at most
+    # num_steps // per_epoch + 2 epochs.
+    first_epoch = state.step // per_epoch
+    epochs = first_epoch + jnp.arange(num_steps // per_epoch + 2)
+    perms = jax.vmap(lambda e: epoch_permutation(data_key, e, n, batch_size))(epochs)
 
     def body(state, _):
-      batch = epoch_batch(data_key, data.x_train, data.y_train, state.step, batch_size)
+      epoch, index = jnp.divmod(state.step, per_epoch)
+      batch = batch_from_permutation(perms[epoch - first_epoch], index, data.x_train, data.y_train, batch_size)
+      batch = jax.tree.map(sharding.constrain_batch, batch)
       state, metrics = step_fn(tx, state, batch)
       return state, {"step": state.step, **metrics}
 
