@@ -30,27 +30,32 @@ SPEC_KEYS = frozenset({"fn", "kwargs", "partial"})
 
 
 def resolve(path: str) -> Any:
-  """Imports `pkg.module.attr[.attr...]` and returns the object."""
+  """Imports `pkg.module.attr[.attr...]` and returns the object.
+
+  An attribute wins over a submodule of the same name (`jaxfair.optim.adamp` is the function the package
+  exports, not the module `jaxfair/optim/adamp.py`); a path naming only a module returns the module.
+  """
   if not isinstance(path, str) or not path or path.startswith(".") or path.endswith("."):
     raise ValueError(f"a component must be named by an import path like 'jaxfair.models.mlp', got {path!r}.")
   parts = path.split(".")
   error = None
-  for i in range(len(parts), 0, -1):
+  for i in [*range(len(parts) - 1, 0, -1), len(parts)]:
     module_name = ".".join(parts[:i])
     try:
       obj = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
       if e.name is not None and not module_name.startswith(e.name) and e.name != module_name:
         raise  # the module exists but one of its own imports is missing: show that error
-      error = e
+      error = error or e
       continue
     for attr in parts[i:]:
       if not hasattr(obj, attr):
-        raise ValueError(f"cannot resolve {path!r}: module {module_name!r} has no attribute path "
-                         f"{'.'.join(parts[i:])!r}.")
+        error = error or ValueError(f"module {module_name!r} has no attribute path {'.'.join(parts[i:])!r}")
+        break
       obj = getattr(obj, attr)
-    return obj
-  raise ValueError(f"cannot import any module prefix of {path!r} ({error}).")
+    else:
+      return obj
+  raise ValueError(f"cannot import or resolve {path!r} ({error}).")
 
 
 def is_spec(value: Any) -> bool:

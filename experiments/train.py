@@ -65,7 +65,9 @@ def optimizer_factory(spec: Any, grid_names: list[str]):
       raise ValueError(f"`{name}` is both in config.grid and config.optimizer.kwargs; keep it in one place.")
 
   def make(hparams):
-    return optax.inject_hyperparams(fn)(**kwargs, **{n: hparams[n] for n in grid_names})
+    # Only the grid's hyperparameters are injected (traced); fixed kwargs stay static, so integer and boolean
+    # settings such as `channel_axis` or `nesterov` keep their Python values.
+    return optax.inject_hyperparams(fn, static_args=tuple(kwargs))(**kwargs, **{n: hparams[n] for n in grid_names})
 
   return make
 
