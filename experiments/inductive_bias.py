@@ -275,6 +275,7 @@ def make_plots(summary: dict[str, Any], out_dir: pathlib.Path, plot: dict[str, A
                                    else r["metrics"][name][ei] for r in srow], float)
         y, lo, hi = m("bits_ncx2"), m("bits_ncx2_low"), m("bits_ncx2_high")
         color = f"C{si}"
+        series = series if series_key == "space" else f"{series_key} {series}"
         ax.errorbar(xs, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], marker="o", capsize=3,
                     color=color, label=f"{series} (ncx2 fit)")
         ye = m("bits_exact")

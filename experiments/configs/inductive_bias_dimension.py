@@ -52,5 +52,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
            epochs=30 if quick else 200, learning_rate=3e-3, batch_size=None),
   )
   c.target_fractions = (0.3, 0.5)  # unused when every task names its target_errors
-  c.plot = dict(x="dim", series="space", panel="family", yscale="linear")
+  c.plot = dict(x="dim", series="space", panel="family", yscale="log")
   return c
