@@ -59,6 +59,10 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> dict[str, float]:
 
 
 def load_data(config: ml_collections.ConfigDict):
+  kwargs = dict(build_lib._to_python(config.data).get("kwargs") or {})  # pylint: disable=protected-access
+  if "data_dir" in kwargs and not kwargs["data_dir"]:
+    raise ValueError("this config reads its data from files: pass the directory, e.g. "
+                     "--config.data.kwargs.data_dir=/path/to/cifar-10-batches-py")
   data = build_lib.build(config.data)
   ratio = float(config.get("long_tail", 0) or 0)
   if ratio > 1:
