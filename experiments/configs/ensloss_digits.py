@@ -6,7 +6,7 @@ pairs x 5 trials = 225 vmapped runs):
 
   python -m experiments.main --config=experiments/configs/ensloss_digits.py --workdir=workdirs/ensloss_digits
 
-The small CNN (`:cnn`, 45 pairs x 3 trials, 20 epochs; vmapped convolutions are slow on XLA:CPU, so the runs
+The small CNN (`:cnn`, 45 pairs x 3 trials, 20 epochs, about 25 minutes; vmapped convolutions are slow on XLA:CPU, so the runs
 go through `lax.map` in vmapped blocks of 15, still one program):
 
   python -m experiments.main --config=experiments/configs/ensloss_digits.py:cnn --workdir=workdirs/ensloss_digits_cnn
