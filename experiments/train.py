@@ -102,8 +102,13 @@ def make_program(config: ml_collections.ConfigDict):
   weighting = build_lib.build(config.get("weighting"), **ctx)
   perturb = build_lib.build(config.get("perturb"), **ctx)
   evaluate = build_lib.build(config.get("evaluate"), **ctx)
-  extra = {k: (build_lib.build(v, **ctx) if build_lib.is_spec(build_lib._to_python(v)) else v)  # pylint: disable=protected-access
-           for k, v in dict(config.get("train_kwargs", {}) or {}).items()}
+  extra = {}
+  for k, v in dict(config.get("train_kwargs", {}) or {}).items():
+    if build_lib.is_spec(build_lib._to_python(v)):  # pylint: disable=protected-access
+      v = build_lib.build(v, **ctx)
+    elif k == "monitor_loss" and isinstance(v, str):  # a function named by its import path
+      v = build_lib.resolve(v)
+    extra[k] = v
   grid_names = sorted(dict(config.get("grid", {}) or {}))
   optimizer = optimizer_factory(config.optimizer, grid_names)
   if evaluate is not None:
