@@ -70,16 +70,17 @@ def train_mlp_hypothesis(key: Array, x_train: Array, y_train: Array, x_test: Arr
 
   def step(carry, idx):
     params, opt_state = carry
-    grads = grad_fn(params, x_train[idx], y_train[idx])
+    # Full batch: use the data as is (a gather of the whole set every step is pure overhead).
+    x, y = (x_train, y_train) if idx is None else (x_train[idx], y_train[idx])
+    grads = grad_fn(params, x, y)
     updates, opt_state = opt.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), None
 
   def epoch(carry, e):
     if bs == n:
-      idx = jnp.arange(n)[None, :]
-    else:
-      perm = jax.random.permutation(jax.random.fold_in(order_key, e), n)
-      idx = perm[:steps_per_epoch * bs].reshape(steps_per_epoch, bs)
+      return step(carry, None)
+    perm = jax.random.permutation(jax.random.fold_in(order_key, e), n)
+    idx = perm[:steps_per_epoch * bs].reshape(steps_per_epoch, bs)
     carry, _ = jax.lax.scan(step, carry, idx)
     return carry, None
 
