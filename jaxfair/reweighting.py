@@ -314,6 +314,9 @@ def kl_dro_value(losses: Array, r: float, mask: Array | None = None, *, axis_nam
   return jnp.where(any_valid, value, 0.0)
 
 
+_CVAR_PAIRWISE_MAX = 1024  # batch size up to which CVaR ranks come from pairwise comparisons, not a sort
+
+
 def cvar_weights(losses: Array, alpha: float, mask: Array | None = None) -> Array:
   """CVaR_alpha weights: the worst alpha fraction of the real examples, averaged.
 
@@ -336,18 +339,20 @@ def cvar_weights(losses: Array, alpha: float, mask: Array | None = None) -> Arra
   alpha = jnp.clip(jnp.asarray(alpha, dtype), jnp.finfo(dtype).tiny, 1.0)
   n = jnp.sum(valid.astype(dtype))
   k = jnp.maximum(alpha * n, jnp.finfo(dtype).tiny)
-  keyed = jnp.where(valid, losses, -jnp.inf)
-  keyed_global = _replicated(keyed)  # a sort needs the whole (global) vector on each device
-  ascending = jnp.sort(keyed_global)
-  # Ascending position p has descending rank size - 1 - p; invalid entries (-inf) sit at the bottom, where
-  # their rank is >= n >= k, so they get 0.
-  rank = (size - 1 - jnp.arange(size)).astype(dtype)
-  per_position = jnp.clip(k - rank, 0.0, 1.0) / k
-  cumulative = jnp.concatenate([jnp.zeros((1,), dtype), jnp.cumsum(per_position)])
-  lo = jnp.searchsorted(ascending, keyed_global, side="left")
-  hi = jnp.searchsorted(ascending, keyed_global, side="right")
-  tied_mean = (cumulative[hi] - cumulative[lo]) / jnp.maximum(hi - lo, 1).astype(dtype)
-  return jnp.where(valid & (n > 0), tied_mean, 0.0)
+  keyed = _replicated(jnp.where(valid, losses, -jnp.inf))  # ranks need the whole (global) vector
+  # An example whose loss has `above` larger and `tied` equal real losses occupies descending ranks
+  # [above, above + tied); ranks j get clip(k - j, 0, 1) / k, whose sum over ranks < r is min(r, k) / k,
+  # so the tie group shares (min(above + tied, k) - min(above, k)) / k evenly.
+  if size <= _CVAR_PAIRWISE_MAX:  # small batches: O(N^2) comparisons fuse into one cheap pass, no sort
+    above = jnp.sum(keyed[None, :] > keyed[:, None], axis=1).astype(dtype)
+    tied = jnp.sum((keyed[None, :] == keyed[:, None]) & valid[None, :], axis=1).astype(dtype)
+  else:
+    ascending = jnp.sort(keyed)
+    lo = jnp.searchsorted(ascending, keyed, side="left")
+    hi = jnp.searchsorted(ascending, keyed, side="right")
+    above, tied = (size - hi).astype(dtype), (hi - lo).astype(dtype)
+  share = (jnp.minimum(above + tied, k) - jnp.minimum(above, k)) / (k * jnp.maximum(tied, 1.0))
+  return jnp.where(valid & (n > 0), share, 0.0)
 
 
 def cvar_value(losses: Array, alpha: float, mask: Array | None = None) -> Array:
