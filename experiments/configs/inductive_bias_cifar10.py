@@ -24,33 +24,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs.inductive_bias_mnist import full_scale_config
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  quick = arg == "quick"
-  if arg not in (None, "", "quick"):
-    raise ValueError(f"inductive_bias_cifar10.py takes no argument or ':quick', got {arg!r}.")
-  c = ml_collections.ConfigDict()
-  c.experiment = "inductive_bias"
-  c.name = "inductive_bias_cifar10"
-  c.seed = 0
-  c.data_dir = ""  # required for the full run: --config.data_dir=DATA_DIR
-  gib = 1 << 33
-  if quick:
-    c.tasks = (dict(name="digits_standin", kind="digits", family="standin", dim=8, n_train=40, n_test=60,
-                    target_errors=(0.06, 0.08)),)
-    c.spaces = (dict(name="gp_rbf", kind="gp", num_samples=300, lengthscale="median", jitter=1e-4),
-                dict(name="mlp_w16_d1", kind="nn", num_samples=24, width=16, depth=1, epochs=10,
-                     learning_rate=1e-3, batch_size=20))
-  else:
-    c.tasks = tuple(dict(name=f"cifar10_pca{d}" if d else "cifar10", kind="cifar10", family="cifar10", dim=d,
-                         n_train=5000, n_test=1000, target_errors=(0.06, 0.08))
-                    for d in (16, 64, 256, None))
-    c.spaces = (dict(name="gp_rbf", kind="gp", num_samples=10_000, lengthscale="median", jitter=1e-4,
-                     max_chunk_bytes=gib, exact_max_bits=1e5),
-                dict(name="mlp_w512_d1", kind="nn", num_samples=500, width=512, depth=1, epochs=20,
-                     learning_rate=1e-3, batch_size=128, max_chunk_bytes=gib),
-                dict(name="mlp_w2048_d1", kind="nn", num_samples=500, width=2048, depth=1, epochs=20,
-                     learning_rate=1e-3, batch_size=128, max_chunk_bytes=gib))
-  c.target_fractions = (0.2, 0.4)
-  c.plot = dict(x="dim", series="space", panel="family", yscale="log")
-  return c
+  return full_scale_config(arg, dataset="cifar10", target_errors=(0.06, 0.08))

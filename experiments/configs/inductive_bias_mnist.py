@@ -25,24 +25,31 @@ import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return full_scale_config(arg, dataset="mnist", target_errors=(0.02, 0.04))
+
+
+def full_scale_config(arg: str | None, *, dataset: str, target_errors: tuple[float, ...]
+                      ) -> ml_collections.ConfigDict:
+  """The GPU-sized study on `dataset` ("mnist" or "cifar10", read from --config.data_dir); `:quick` runs a
+  digits stand-in on CPU."""
   quick = arg == "quick"
   if arg not in (None, "", "quick"):
-    raise ValueError(f"inductive_bias_mnist.py takes no argument or ':quick', got {arg!r}.")
+    raise ValueError(f"inductive_bias_{dataset}.py takes no argument or ':quick', got {arg!r}.")
   c = ml_collections.ConfigDict()
   c.experiment = "inductive_bias"
-  c.name = "inductive_bias_mnist"
+  c.name = f"inductive_bias_{dataset}"
   c.seed = 0
   c.data_dir = ""  # required for the full run: --config.data_dir=DATA_DIR
   gib = 1 << 33
   if quick:
     c.tasks = (dict(name="digits_standin", kind="digits", family="standin", dim=8, n_train=40, n_test=60,
-                    target_errors=(0.02, 0.04)),)
+                    target_errors=target_errors),)
     c.spaces = (dict(name="gp_rbf", kind="gp", num_samples=300, lengthscale="median", jitter=1e-4),
                 dict(name="mlp_w16_d1", kind="nn", num_samples=24, width=16, depth=1, epochs=10,
                      learning_rate=1e-3, batch_size=20))
   else:
-    c.tasks = tuple(dict(name=f"mnist_pca{d}" if d else "mnist", kind="mnist", family="mnist", dim=d,
-                         n_train=5000, n_test=1000, target_errors=(0.02, 0.04))
+    c.tasks = tuple(dict(name=f"{dataset}_pca{d}" if d else dataset, kind=dataset, family=dataset, dim=d,
+                         n_train=5000, n_test=1000, target_errors=target_errors)
                     for d in (16, 64, 256, None))
     c.spaces = (dict(name="gp_rbf", kind="gp", num_samples=10_000, lengthscale="median", jitter=1e-4,
                      max_chunk_bytes=gib, exact_max_bits=1e5),
