@@ -60,24 +60,10 @@ def make_thunks(size: str, steps: int) -> dict[str, callable]:
   thunks = {}
   for name, (perturb, rule) in candidates().items():
     step_fn = make_train_step(model, loss, rule, perturb)
-
-    def run(state, batches, step_fn=step_fn):
-      def body(s, b):
-        s, metrics = step_fn(tx, s, b)
-        return s, metrics["loss"]
-      return jax.lax.scan(body, state, batches)
-
-    fn = jax.jit(run, donate_argnums=0)
     params, model_state = model.init(kp)
     state = TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params), rule.init(),
                        jax.random.key(1))
-    box = {"state": state}
-
-    def thunk(fn=fn, box=box):
-      box["state"], out = fn(box["state"], batches)
-      return out
-
-    thunks[name] = thunk
+    thunks[name] = harness.scanned_steps_thunk(step_fn, tx, state, batches)
   return thunks
 
 

@@ -95,3 +95,25 @@ def format_table(name: str, timings: dict[str, Timing], extra: dict[str, Any] | 
   for k, v in (extra or {}).get("ratios", {}).items():
     lines.append(f"  ratio {k}: {v:.3f}")
   return "\n".join(lines)
+
+
+def scanned_steps_thunk(step_fn: Callable, optimizer: Any, state: Any, batches: Any) -> Callable[[], Any]:
+  """A thunk that runs `step_fn(optimizer, state, batch)` over the stacked `batches` in one jitted `lax.scan`.
+
+  The state is donated and carried from call to call (as in a real run); the thunk returns the per-step
+  "loss" metric, which `time_interleaved` blocks on.
+  """
+  def run(state, batches):
+    def body(s, b):
+      s, metrics = step_fn(optimizer, s, b)
+      return s, metrics["loss"]
+    return jax.lax.scan(body, state, batches)
+
+  fn = jax.jit(run, donate_argnums=0)
+  box = {"state": state}
+
+  def thunk():
+    box["state"], out = fn(box["state"], batches)
+    return out
+
+  return thunk

@@ -53,14 +53,6 @@ def make_thunks(steps: int, batch: int = BATCH, seq_len: int = SEQ_LEN) -> dict[
   thunks = {}
   for name, (rule, overrides) in rules().items():
     step_fn = make_train_step(model, lm.sequence_cross_entropy, rule)
-
-    def run(state, batches, step_fn=step_fn):
-      def body(s, b):
-        s, metrics = step_fn(tx, s, b)
-        return s, metrics["loss"]
-      return jax.lax.scan(body, state, batches)
-
-    fn = jax.jit(run, donate_argnums=0)
     params, model_state = model.init(kp)
     rule_state = rule.init()
     if overrides:
@@ -68,13 +60,7 @@ def make_thunks(steps: int, batch: int = BATCH, seq_len: int = SEQ_LEN) -> dict[
                                        r=jnp.asarray(overrides["r"], jnp.float32))
     state = TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params), rule_state,
                        jax.random.key(1))
-    box = {"state": state}
-
-    def thunk(fn=fn, box=box):
-      box["state"], out = fn(box["state"], batches)
-      return out
-
-    thunks[name] = thunk
+    thunks[name] = harness.scanned_steps_thunk(step_fn, tx, state, batches)
   return thunks
 
 
