@@ -40,8 +40,9 @@ def stream_key(key: Array, stream: int) -> Array:
 
 
 def masked_mean(values: Array, mask: Array) -> Array:
-  mask = mask.astype(values.dtype)
-  return jnp.sum(jnp.where(mask > 0, values, 0.0) * mask) / jnp.maximum(mask.sum(), 1.0)
+  """Mean over the real examples (`mask` True); padding is ignored even where its values are NaN."""
+  mask = mask.astype(bool)
+  return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(mask.sum(), 1).astype(values.dtype)
 
 
 def make_train_step(model: PureModel, loss: PerExampleLoss, weighting: WeightingRule,
