@@ -75,17 +75,6 @@ def _read_curves(workdir: pathlib.Path, hparam_index: int) -> dict[str, dict[int
   return curves
 
 
-def _late_test_accuracy(workdir: pathlib.Path, runs: list[runner_lib.Run], last: int) -> np.ndarray:
-  """Mean test accuracy over the last `last` evaluations of each run (one eval is noisy at large lr)."""
-  per_run = collections.defaultdict(list)
-  with open(workdir / "metrics.jsonl") as f:
-    for line in f:
-      rec = json.loads(line)
-      if rec["kind"] == "eval" and "test_accuracy" in rec["metrics"]:
-        per_run[rec["run"]].append((rec["step"], rec["metrics"]["test_accuracy"]))
-  return np.asarray([float(np.mean([v for _, v in sorted(per_run[r.run])][-last:])) for r in runs])
-
-
 def select(result: runner_lib.SweepResult, lrs: tuple[float, ...], num_seeds: int,
            train_loss: np.ndarray, late_accuracy: np.ndarray) -> dict[str, Any]:
   """Picks the learning rate with the lowest mean final training loss; returns per-lr and chosen stats.
@@ -108,18 +97,19 @@ def select(result: runner_lib.SweepResult, lrs: tuple[float, ...], num_seeds: in
   return {"per_lr": per_lr, "chosen_index": best, "chosen": per_lr[best]}
 
 
-def _final_train_loss(workdir: pathlib.Path, runs: list[runner_lib.Run], last: int) -> np.ndarray:
-  """Mean training loss over the last `last` logged steps of each run."""
+def _late_mean(workdir: pathlib.Path, runs: list[runner_lib.Run], kind: str, metric: str, last: int) -> np.ndarray:
+  """Per run, the mean of `metric` over its last `last` records of `kind` ("train" or "eval") in the log
+  (NaN where a value is missing or non-finite)."""
   per_run = collections.defaultdict(list)
   with open(workdir / "metrics.jsonl") as f:
     for line in f:
       rec = json.loads(line)
-      if rec["kind"] == "train" and "loss" in rec["metrics"]:
-        per_run[rec["run"]].append((rec["step"], rec["metrics"]["loss"]))
+      if rec["kind"] == kind and metric in rec["metrics"]:
+        per_run[rec["run"]].append((rec["step"], rec["metrics"][metric]))
   out = []
   for r in runs:
     vals = [v for _, v in sorted(per_run[r.run])][-last:]
-    out.append(float(np.mean(vals)) if vals and all(v is not None for v in vals) else float("nan"))
+    out.append(float(np.mean(vals)) if vals and all(isinstance(v, (int, float)) for v in vals) else float("nan"))
   return np.asarray(out)
 
 
@@ -205,8 +195,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if not res.completed:
       print(f"{name}: stopped after {res.steps_done} steps; run the same command again to resume.")
       return {}
-    sel = select(res, lrs, num_seeds, _final_train_loss(workdir / name, runs, config.get("select_last", 5)),
-                 _late_test_accuracy(workdir / name, runs, config.get("accuracy_last_evals", 5)))
+    sel = select(res, lrs, num_seeds, _late_mean(workdir / name, runs, "train", "loss", config.get("select_last", 5)),
+                 _late_mean(workdir / name, runs, "eval", "test_accuracy", config.get("accuracy_last_evals", 5)))
     c = _read_curves(workdir / name, sel["chosen_index"])
     for k, v in initial_conv_norms(program, config.seeds, {"learning_rate": lrs[sel["chosen_index"]]}).items():
       c[k][0] = [v]

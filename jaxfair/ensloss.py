@@ -100,6 +100,17 @@ def _as_mask(mask: Array | None, n: int) -> Array:
   return jnp.asarray(mask).astype(bool)
 
 
+def _tail_rescale(g: Array, z: Array, tail: str | None) -> Array:
+  """Superlinear tail: g / z where z > 1 ("inverse") or g / (z log(z)^2) where z > e ("inverse_log_squared")."""
+  if tail == "inverse":
+    return jnp.where(z > 1.0, g / jnp.where(z > 1.0, z, 1.0), g)
+  if tail == "inverse_log_squared":
+    big = z > math.e
+    zs = jnp.where(big, z, math.e)
+    return jnp.where(big, g / (zs * jnp.square(jnp.log(zs))), g)
+  return g
+
+
 def calibrated_derivatives(key: Array, margins: Array, *, lam: Array | float = 0.0, clip: float | None = -1.0,
                            tail: str | None = "inverse", shift: float = 1e-6,
                            mask: Array | None = None) -> Array:
@@ -135,12 +146,7 @@ def calibrated_derivatives(key: Array, margins: Array, *, lam: Array | float = 0
   # Real examples first, then by margin; lexsort is stable, so ties keep their batch order.
   order = jnp.lexsort((z, ~mask))
   g = jnp.zeros_like(z).at[order].set(v_sorted)
-  if tail == "inverse":
-    g = jnp.where(z > 1.0, g / jnp.where(z > 1.0, z, 1.0), g)
-  elif tail == "inverse_log_squared":
-    big = z > math.e
-    zs = jnp.where(big, z, math.e)
-    g = jnp.where(big, g / (zs * jnp.square(jnp.log(zs))), g)
+  g = _tail_rescale(g, z, tail)
   g = g - jnp.asarray(shift, dtype)
   return jnp.where(mask, g, jnp.zeros_like(g))
 
@@ -225,10 +231,5 @@ def population_derivative(z: Array, margin_cdf: Array, *, clip: float = -1.0, ta
   u = jnp.clip(jnp.asarray(margin_cdf, z.dtype), 0.0, 1.0)
   base = -jnp.exp(jax.scipy.special.ndtri(1.0 - u))
   g = jnp.maximum(base, clip)
-  if tail == "inverse":
-    g = jnp.where(z > 1.0, g / jnp.where(z > 1.0, z, 1.0), g)
-  elif tail == "inverse_log_squared":
-    big = z > math.e
-    zs = jnp.where(big, z, math.e)
-    g = jnp.where(big, g / (zs * jnp.square(jnp.log(zs))), g)
+  g = _tail_rescale(g, z, tail)
   return g - shift
