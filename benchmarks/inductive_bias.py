@@ -8,7 +8,11 @@
   jit(vmap(train)) program vs the same jitted single-net program (its own lax.scan over steps) called K times
   with the same keys (same results, checked). Sizes: tiny (d=8, w=16, n=64, K=128), small (d=16, w=32,
   n=100, K=32), wide (d=16, w=256, n=100, K=8). Tiny models are latency bound per step on CPU, which is where
-  vmapping pays; at width 256 the matmuls already occupy the cores.
+  vmapping pays; at width 256 the matmuls already occupy the cores. "fewshot" (d=16, w=16, n=5, 5 classes,
+  K=256) is the size of the paper's 5-way 1-shot tasks.
+* nn_<size>_vmapped_sharded_K (only with several devices): the same vmapped program with the K keys split over
+  every local device. XLA:CPU runs these small programs on one core per device, so on a CPU make one device
+  per core:  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m benchmarks.run_all --only inductive_bias
 """
 from __future__ import annotations
 
@@ -18,8 +22,11 @@ import os
 import jax
 import numpy as np
 
+from jax.sharding import NamedSharding, PartitionSpec as P
+
 from benchmarks.harness import time_interleaved, write_results
 from jaxfair import inductive_bias as ib
+from jaxfair.training import sharding
 
 
 def _task(n, m, d, k, seed=0):
@@ -41,28 +48,34 @@ def main(argv=None) -> None:
                                   num_samples=num_samples, lengthscale=ls, method=method)
         for method in ("cholesky", "eigh")}
 
-  # --- MLP hypotheses: (name, K, n_train, d, width, epochs).
-  configs = [("tiny", 128, 64, 8, 16, 200), ("small", 32, 100, 16, 32, 200), ("wide", 8, 100, 16, 256, 50)]
+  # --- MLP hypotheses: (name, K, n_train, d, width, epochs, classes).
+  configs = [("fewshot", 256, 5, 16, 16, 200, 5), ("tiny", 128, 64, 8, 16, 200, 10),
+             ("small", 32, 100, 16, 32, 200, 10), ("wide", 8, 100, 16, 256, 50, 10)]
+  mesh = sharding.make_sweep_mesh() if jax.local_device_count() > 1 else None
   nn, max_diff = {}, {}
-  for name, k_hyp, n, d, width, epochs in configs:
-    xtr_s, ytr_s, xte_s, yte_s = _task(n, 2 * n, d, 10, seed=1)
+  for name, k_hyp, n, d, width, epochs, classes in configs:
+    xtr_s, ytr_s, xte_s, yte_s = _task(n, 2 * n, d, classes, seed=1)
     keys = jax.random.split(jax.random.key(1), k_hyp)
     train = functools.partial(ib.train_mlp_hypothesis, x_train=xtr_s, y_train=ytr_s, x_test=xte_s, y_test=yte_s,
                               width=width, depth=1, epochs=epochs, learning_rate=1e-3)
     single = jax.jit(train)
     many = jax.jit(jax.vmap(train))
-    # Same hypotheses either way (sanity check before timing).
-    a = np.asarray(many(keys)[0])
+    sharded_keys = None if mesh is None else jax.device_put(keys, NamedSharding(mesh, P(sharding.RUNS)))
+    # Same hypotheses every way (sanity check before timing).
     b = np.asarray([single(key)[0] for key in keys])
-    max_diff[name] = float(np.max(np.abs(a - b) / np.abs(b)))
-    nn[name] = (k_hyp, keys, single, many)
+    for label, k in (("vmapped", keys), ("vmapped_sharded", sharded_keys)):
+      if k is not None:
+        max_diff[f"{name}_{label}"] = float(np.max(np.abs(np.asarray(many(k)[0]) - b) / np.abs(b)))
+    nn[name] = (k_hyp, keys, sharded_keys, single, many)
 
   candidates = {
       "gp_cholesky_10k": lambda: gp["cholesky"](),
       "gp_eigh_10k": lambda: gp["eigh"](),
   }
-  for name, (k_hyp, keys, single, many) in nn.items():
+  for name, (k_hyp, keys, sharded_keys, single, many) in nn.items():
     candidates[f"nn_{name}_vmapped_{k_hyp}"] = functools.partial(many, keys)
+    if sharded_keys is not None:
+      candidates[f"nn_{name}_vmapped_sharded_{k_hyp}"] = functools.partial(many, sharded_keys)
     candidates[f"nn_{name}_sequential_{k_hyp}"] = functools.partial(
         lambda single, keys: [single(key) for key in keys], single, keys)
   load_before = os.getloadavg()
@@ -71,17 +84,22 @@ def main(argv=None) -> None:
   ratios = {"eigh_vs_cholesky (cholesky / eigh)": med["gp_cholesky_10k"] / med["gp_eigh_10k"]}
   throughput = {"gp_cholesky_samples_per_s": num_samples / med["gp_cholesky_10k"],
                 "gp_eigh_samples_per_s": num_samples / med["gp_eigh_10k"]}
-  for name, (k_hyp, _, _, _) in nn.items():
+  for name, (k_hyp, *_) in nn.items():
     v, q = med[f"nn_{name}_vmapped_{k_hyp}"], med[f"nn_{name}_sequential_{k_hyp}"]
     ratios[f"vmapped_speedup_{name} (sequential / vmapped)"] = q / v
     throughput[f"nn_{name}_hypotheses_per_s_vmapped"] = k_hyp / v
     throughput[f"nn_{name}_hypotheses_per_s_sequential"] = k_hyp / q
+    if mesh is not None:
+      w = med[f"nn_{name}_vmapped_sharded_{k_hyp}"]
+      ratios[f"vmapped_sharded_speedup_{name} (sequential / vmapped over {mesh.size} devices)"] = q / w
+      throughput[f"nn_{name}_hypotheses_per_s_vmapped_sharded"] = k_hyp / w
   for k, v in throughput.items():
     print(f"  {k}: {v:.1f}")
   results.update(ratios=ratios, throughput=throughput,
                  setup={"gp": "n=200, m=300, d=16, k=10, 10k samples, float32",
                         "nn": {name: dict(K=c[1], n_train=c[2], d=c[3], width=c[4], depth=1, epochs=c[5],
-                                          batch="full") for name, c in zip(nn, configs)},
+                                          classes=c[6], batch="full") for name, c in zip(nn, configs)},
+                        "devices": jax.local_device_count(),
                         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                         "vmapped_vs_sequential_max_rel_diff": max_diff})
   write_results("inductive_bias", timings, results)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfair import inductive_bias as ib
+from jaxfair.training import make_sweep_mesh
 
 
 def _task(n=32, m=40, d=4, k=2, seed=0):
@@ -28,6 +29,18 @@ def test_nn_hypotheses_fit_training_data_and_match_single_training():
   i = 4
   single = jax.jit(lambda k: ib.train_mlp_hypothesis(k, *train, *test, **kw))(jax.random.split(key, 6)[i])
   np.testing.assert_allclose(single[0], out.test[i], rtol=2e-4, atol=1e-6)
+
+
+def test_nn_hypotheses_sharded_over_devices_equal_unsharded():
+  # 7 hypotheses in chunks of 3 on a 4-device "runs" axis: chunks grow to 4, the last one is padded.
+  train, test = _task()
+  kw = dict(width=8, depth=1, epochs=30, learning_rate=1e-2, num_hypotheses=7, chunk_size=3)
+  plain = ib.nn_hypothesis_losses(jax.random.key(3), train, test, **kw)
+  mesh = make_sweep_mesh()
+  sharded = ib.nn_hypothesis_losses(jax.random.key(3), train, test, mesh=mesh, **kw)
+  assert sharded.test.shape == (7,) and len(mesh.devices.flat) == 4
+  np.testing.assert_allclose(sharded.test, plain.test, rtol=1e-5)
+  np.testing.assert_allclose(sharded.train, plain.train, rtol=1e-5)
 
 
 def test_random_features_approach_gp_as_features_grow(x64):
