@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxfair import data as data_lib
 from jaxfair import inductive_bias as ib
+from jaxfair.training import make_sweep_mesh
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -88,6 +89,12 @@ def make_task(spec: dict[str, Any], seed: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- spaces
 
 
+def _local_mesh():
+  """This process's devices as a "runs" mesh (hypotheses split over them), or None with one device."""
+  devices = jax.local_devices()
+  return make_sweep_mesh(devices=devices) if len(devices) > 1 else None
+
+
 def sample_losses(space: dict[str, Any], task: dict[str, Any], key) -> dict[str, Any]:
   """Samples hypothesis test losses for one space; returns losses, timings and (GP) the exact law."""
   kind = space["kind"]
@@ -114,7 +121,7 @@ def sample_losses(space: dict[str, Any], task: dict[str, Any], key) -> dict[str,
                                   width=int(space["width"]), depth=int(space["depth"]),
                                   epochs=int(space["epochs"]), learning_rate=float(space["learning_rate"]),
                                   batch_size=space.get("batch_size"),
-                                  max_chunk_bytes=int(space.get("max_chunk_bytes", 1 << 28)))
+                                  max_chunk_bytes=space.get("max_chunk_bytes"), mesh=_local_mesh())
     losses = res.test
     train = np.asarray(res.train)
     out["train_loss_max"] = float(train.max())

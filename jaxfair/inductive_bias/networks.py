@@ -145,7 +145,7 @@ def _train_many(key, x_train, y_train, x_test, y_test, learning_rate, *, num_hyp
 def nn_hypothesis_losses(key: Array, train: tuple[Array, Array], test: tuple[Array, Array], *,
                          num_hypotheses: int, width: int, depth: int, epochs: int = 100,
                          learning_rate: float = 1e-3, batch_size: int | None = None,
-                         chunk_size: int | None = None, max_chunk_bytes: int = 1 << 28,
+                         chunk_size: int | None = None, max_chunk_bytes: int | None = None,
                          mesh: jax.sharding.Mesh | None = None) -> HypothesisLosses:
   """Test (and train) MSEs of `num_hypotheses` MLPs trained from independent inits and data orders.
 
@@ -157,6 +157,9 @@ def nn_hypothesis_losses(key: Array, train: tuple[Array, Array], test: tuple[Arr
     epochs: passes over the training set; `batch_size=None` is full batch (one step per epoch).
     learning_rate: Adam step size (reference 1e-3).
     chunk_size: hypotheses trained together in one vmapped chunk (default: from `max_chunk_bytes`).
+    max_chunk_bytes: working-set budget of one chunk per device. Default: 8 MiB on CPU (a chunk that stays
+      in cache trains faster: 1024 tiny MLPs took 0.60 s in chunks of 64-256 vs 0.95 s in one chunk on the
+      2-core CPU), 256 MiB on accelerators.
     mesh: optional device mesh (`jaxfair.training.sharding.make_sweep_mesh()`); each chunk's hypotheses are
       split over its "runs" axis, so every device trains its own nets (same results as unsharded). On a
       multi-core CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=<cores>` makes one device per core.
@@ -184,7 +187,10 @@ def nn_hypothesis_losses(key: Array, train: tuple[Array, Array], test: tuple[Arr
   if chunk_size is None:
     per = mlp_bytes_per_hypothesis(x_train.shape[0], np.shape(x_test)[0], x_train.shape[1], np.shape(y_train)[1],
                                    int(width), int(depth), batch_size, jnp.dtype(dtype).itemsize)
-    chunk_size = default_chunk_size(per, max_chunk_bytes, int(num_hypotheses))
+    if max_chunk_bytes is None:
+      max_chunk_bytes = (8 << 20) if jax.default_backend() == "cpu" else (256 << 20)
+    budget = max_chunk_bytes * sharding.axis_size(mesh, sharding.RUNS)
+    chunk_size = default_chunk_size(per, budget, int(num_hypotheses))
   return _train_many(key, cast(x_train), cast(y_train), cast(x_test), cast(y_test), learning_rate,
                      num_hypotheses=int(num_hypotheses), width=int(width), depth=int(depth), epochs=int(epochs),
                      batch_size=None if batch_size is None else int(batch_size), chunk_size=int(chunk_size),
