@@ -362,19 +362,15 @@ class Sweep:
       self.seeds = sharding_lib.put_runs(seeds, self.mesh)
       self.hparams = sharding_lib.put_runs(hparams, self.mesh)
 
-    # Programs carry their dataset as an explicit, non-vmapped argument (`program.data`); older/simple programs
-    # without one have run_chunk(state, hparams, num_steps) and evaluate(state).
-    self.has_data = getattr(program, "data", None) is not None
+    # The dataset is an explicit, non-vmapped argument (`program.data`), replicated on the mesh.
     with self._mesh_ctx():
-      self.data = sharding_lib.put_replicated(program.data, self.mesh) if self.has_data else None
-
-    has_data = self.has_data
+      self.data = sharding_lib.put_replicated(program.data, self.mesh)
 
     def init_one(seed, hp):
       return program.init(jax.random.key(seed), hp)
 
     def evaluate_one(s, data):
-      return program.evaluate(s, data) if has_data else program.evaluate(s)
+      return program.evaluate(s, data)
 
     # The jitted functions are cached per (program, placement), so running the same program object again in
     # this process (a resumed run in a notebook or a test) reuses the compiled executables.
@@ -408,10 +404,10 @@ class Sweep:
 
   def run_chunk(self, state: PyTree, num_steps: int) -> tuple[PyTree, dict[str, jax.Array]]:
     if num_steps not in self._chunks:
-      program, has_data = self.program, self.has_data
+      program = self.program
 
       def chunk_one(s, hp, data):
-        return program.run_chunk(s, hp, data, num_steps) if has_data else program.run_chunk(s, hp, num_steps)
+        return program.run_chunk(s, hp, data, num_steps)
 
       self._chunks[num_steps] = jax.jit(jax.vmap(chunk_one, in_axes=(0, 0, None), spmd_axis_name=self._spmd),
                                         out_shardings=self._out_sh, donate_argnums=0)
@@ -477,7 +473,8 @@ def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options
   """Trains every run of `runs` with `program` in one compiled program; logs, checkpoints, resumes.
 
   Args:
-    program: a `TrainProgram` (init(key, hparams), run_chunk(state, hparams, num_steps), evaluate(state)).
+    program: a `TrainProgram` (init(key, hparams), run_chunk(state, hparams, data, num_steps),
+      evaluate(state, data), data).
     runs: from `make_runs(seeds, grid)`.
     workdir: output folder; if it holds a checkpoint of the same config, the run resumes from it.
     options: `RunnerOptions`.
