@@ -21,7 +21,6 @@ import os
 
 import jax
 import numpy as np
-
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from benchmarks.harness import time_interleaved, write_results
