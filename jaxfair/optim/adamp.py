@@ -49,14 +49,17 @@ def _select(flag: Any, a: Array, b: Array) -> Array:
   return jnp.where(jnp.asarray(flag), a, b)
 
 
+def _check_projection(eps, weight_decay, delta, wd_ratio, channel_axis) -> None:
+  """The hyperparameters AdamP and SGDP share."""
+  for value, name in ((eps, "eps"), (weight_decay, "weight_decay"), (delta, "delta"), (wd_ratio, "wd_ratio")):
+    _common.check_nonnegative(value, name)
+  _common.check_channel_axis(channel_axis)
+
+
 def _check_adamp(b1, b2, eps, weight_decay, delta, wd_ratio, channel_axis) -> None:
   _common.check_unit_interval(b1, "b1")
   _common.check_unit_interval(b2, "b2")
-  _common.check_nonnegative(eps, "eps")
-  _common.check_nonnegative(weight_decay, "weight_decay")
-  _common.check_nonnegative(delta, "delta")
-  _common.check_nonnegative(wd_ratio, "wd_ratio")
-  _common.check_channel_axis(channel_axis)
+  _check_projection(eps, weight_decay, delta, wd_ratio, channel_axis)
 
 
 def scale_by_adamp(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
@@ -182,11 +185,7 @@ def adamp(learning_rate: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0
 def _check_sgdp(momentum, dampening, eps, weight_decay, delta, wd_ratio, channel_axis) -> None:
   _common.check_unit_interval(momentum, "momentum")
   _common.check_unit_interval(dampening, "dampening", closed=True)
-  _common.check_nonnegative(eps, "eps")
-  _common.check_nonnegative(weight_decay, "weight_decay")
-  _common.check_nonnegative(delta, "delta")
-  _common.check_nonnegative(wd_ratio, "wd_ratio")
-  _common.check_channel_axis(channel_axis)
+  _check_projection(eps, weight_decay, delta, wd_ratio, channel_axis)
 
 
 def scale_by_sgdp(momentum: float = 0.0, dampening: float = 0.0, eps: float = 1e-8, weight_decay: float = 0.0,
