@@ -1,9 +1,11 @@
 """NN and random-feature hypothesis samplers: vmapped training equals per-key training; nets fit the data."""
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxfair import inductive_bias as ib
 from jaxfair.training import make_sweep_mesh
@@ -55,3 +57,28 @@ def test_random_features_approach_gp_as_features_grow(x64):
     gap[num_features] = abs(float(rf.mean()) / q.mean - 1)
   # Finite-D features add spread (mean loss above the GP's); the gap closes as D grows.
   assert gap[4096] < 0.1 and gap[4096] < gap[256], gap
+
+
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_mlp_layers_custom_vjp_equals_autodiff_of_matmuls(x64, feature_major):
+  # The layers' hand-written backward passes (shaped for fast CPU GEMMs) must give autodiff's gradients,
+  # also vmapped over nets that share their input (how `nn_hypothesis_losses` trains them).
+  from jaxfair.inductive_bias import networks as nw
+  x = jax.random.normal(jax.random.key(0), (7, 3), jnp.float64)
+  y = jax.random.normal(jax.random.key(1), (7, 2), jnp.float64)
+  keys = jax.random.split(jax.random.key(2), 4)
+  params = jax.vmap(lambda k: nw.mlp_init(k, nw.mlp_sizes(3, 2, 5, 1), jnp.float64))(keys)
+
+  def plain(p):
+    h = x
+    for w, b in p[:-1]:
+      h = jax.nn.relu(h @ w + b[None])
+    return jnp.mean(jnp.square(h @ p[-1][0] + p[-1][1][None] - y))
+
+  def layers(p):
+    xs, ys = (x.T, y.T) if feature_major else (x, y)
+    return jnp.mean(jnp.square(nw.mlp_apply(p, xs, feature_major=feature_major) - ys))
+
+  want = jax.vmap(jax.value_and_grad(plain))(params)
+  got = jax.jit(jax.vmap(jax.value_and_grad(layers)))(params)
+  chex.assert_trees_all_close(got, want, rtol=1e-12, atol=1e-14)

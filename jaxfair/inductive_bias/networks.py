@@ -42,23 +42,74 @@ def mlp_init(key: Array, sizes: tuple[int, ...], dtype=jnp.float32) -> list[tupl
   return params
 
 
+def _swap_last_axes(a: Array) -> Array:
+  """`a` with its last two axes swapped, materialised as its own array.
+
+  XLA:CPU would fold a plain transpose into the dot that consumes it, and a dot whose left operand contracts
+  its major axis misses the fast (YNNPACK) GEMM path. With the layers below, which never emit that form, a
+  vmapped training step of tiny MLPs ran 1.4x (n = 64, width 16) to 1.7x (n = 5) faster than with plain
+  matmuls on the 2-core CPU.
+  """
+  return jax.lax.optimization_barrier(jnp.swapaxes(a, -1, -2))
+
+
+@jax.custom_vjp
+def _dense_rows(x: Array, w: Array) -> Array:
+  """x (n, i) @ w (i, o); the backward pass transposes the activations, not the GEMM."""
+  return x @ w
+
+
+def _dense_rows_fwd(x, w):
+  return x @ w, (x, w)
+
+
+def _dense_rows_bwd(residuals, g):
+  x, w = residuals
+  return g @ w.T, _swap_last_axes(x) @ g
+
+
+_dense_rows.defvjp(_dense_rows_fwd, _dense_rows_bwd)
+
+
+@jax.custom_vjp
+def _dense_cols(w: Array, x: Array) -> Array:
+  """w^T (o, i) @ x (i, n) for x with one example per column."""
+  return _swap_last_axes(w) @ x
+
+
+def _dense_cols_fwd(w, x):
+  return _dense_cols(w, x), (w, x)
+
+
+def _dense_cols_bwd(residuals, g):
+  w, x = residuals
+  # dW = x g^T, computed as (g x^T)^T: when x is the data (shared by vmapped nets) the GEMM then reads the
+  # batched g in place instead of transposing it; only the small (o, i) result is transposed.
+  return jnp.swapaxes(g @ x.T, -1, -2), w @ g
+
+
+_dense_cols.defvjp(_dense_cols_fwd, _dense_cols_bwd)
+
+
 def mlp_apply(params, x: Array, *, feature_major: bool = False) -> Array:
   """The MLP's outputs: x (n, in) -> (n, out), or x (in, n) -> (out, n) when `feature_major`.
 
   Both layouts compute the same function. Which is faster on CPU depends on the shapes: XLA:CPU runs the
   per-layer GEMMs best with the longer of (examples, width) as the minor axis (measured on tiny MLPs: n = 64,
-  width 16 trains 1.4x faster feature-major, n = 5 or width 256 about 1.2x slower), hence
-  `train_mlp_hypothesis` picks `feature_major = batch size > width`.
+  width 16 trains 1.3x (one net) to 1.8x (vmapped) faster feature-major, n = 5 or width 256 1.2-1.4x
+  slower), hence
+  `train_mlp_hypothesis` picks `feature_major = batch size > width`. The layers' custom VJPs (same
+  gradients as autodiff of the matmul) keep every GEMM of the backward pass in its fast form.
   """
   if feature_major:
     for w, b in params[:-1]:
-      x = jax.nn.relu(w.T @ x + b[:, None])
+      x = jax.nn.relu(_dense_cols(w, x) + b[:, None])
     w, b = params[-1]
-    return w.T @ x + b[:, None]
+    return _dense_cols(w, x) + b[:, None]
   for w, b in params[:-1]:
-    x = jax.nn.relu(x @ w + b[None, :])
+    x = jax.nn.relu(_dense_rows(x, w) + b[None, :])
   w, b = params[-1]
-  return x @ w + b[None, :]
+  return _dense_rows(x, w) + b[None, :]
 
 
 def mlp_sizes(in_dim: int, out_dim: int, width: int, depth: int) -> tuple[int, ...]:
