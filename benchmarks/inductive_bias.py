@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     candidates[f"nn_{name}_sequential_{k_hyp}"] = functools.partial(
         lambda single, keys: [single(key) for key in keys], single, keys)
   load_before = os.getloadavg()
-  timings = time_interleaved(candidates, reps=5, warmup=1)
+  timings = time_interleaved(candidates, reps=9, warmup=1)
   med = {k: t.median for k, t in timings.items()}
   ratios = {"eigh_vs_cholesky (cholesky / eigh)": med["gp_cholesky_10k"] / med["gp_eigh_10k"]}
   throughput = {"gp_cholesky_samples_per_s": num_samples / med["gp_cholesky_10k"],
