@@ -76,8 +76,10 @@ def test_mlp_layers_custom_vjp_equals_autodiff_of_matmuls(x64, feature_major):
     return jnp.mean(jnp.square(h @ p[-1][0] + p[-1][1][None] - y))
 
   def layers(p):
-    xs, ys = (x.T, y.T) if feature_major else (x, y)
-    return jnp.mean(jnp.square(nw.mlp_apply(p, xs, feature_major=feature_major) - ys))
+    if feature_major:  # examples as columns, weights as (out, in)
+      p = [(w.T, b) for w, b in p]
+      return jnp.mean(jnp.square(nw.mlp_apply(p, x.T, feature_major=True) - y.T))
+    return jnp.mean(jnp.square(nw.mlp_apply(p, x) - y))
 
   want = jax.vmap(jax.value_and_grad(plain))(params)
   got = jax.jit(jax.vmap(jax.value_and_grad(layers)))(params)

@@ -73,26 +73,25 @@ _dense_rows.defvjp(_dense_rows_fwd, _dense_rows_bwd)
 
 @jax.custom_vjp
 def _dense_cols(w: Array, x: Array) -> Array:
-  """w^T (o, i) @ x (i, n) for x with one example per column."""
-  return _swap_last_axes(w) @ x
+  """w (o, i) @ x (i, n) for x with one example per column; the backward pass transposes the weight."""
+  return w @ x
 
 
 def _dense_cols_fwd(w, x):
-  return _dense_cols(w, x), (w, x)
+  return w @ x, (w, x)
 
 
 def _dense_cols_bwd(residuals, g):
   w, x = residuals
-  # dW = x g^T, computed as (g x^T)^T: when x is the data (shared by vmapped nets) the GEMM then reads the
-  # batched g in place instead of transposing it; only the small (o, i) result is transposed.
-  return jnp.swapaxes(g @ x.T, -1, -2), w @ g
+  return g @ x.T, _swap_last_axes(w) @ g
 
 
 _dense_cols.defvjp(_dense_cols_fwd, _dense_cols_bwd)
 
 
 def mlp_apply(params, x: Array, *, feature_major: bool = False) -> Array:
-  """The MLP's outputs: x (n, in) -> (n, out), or x (in, n) -> (out, n) when `feature_major`.
+  """The MLP's outputs: x (n, in) -> (n, out) with weights (in, out) as `mlp_init` makes them; or, when
+  `feature_major`, x (in, n) -> (out, n) with every weight transposed to (out, in) (PyTorch's layout).
 
   Both layouts compute the same function. Which is faster on CPU depends on the shapes: XLA:CPU runs the
   per-layer GEMMs best with the longer of (examples, width) as the minor axis (measured on tiny MLPs: n = 64,
@@ -132,6 +131,8 @@ def train_mlp_hypothesis(key: Array, x_train: Array, y_train: Array, x_test: Arr
   steps_per_epoch = n // bs
   init_key, order_key = jax.random.split(key)
   params = mlp_init(init_key, mlp_sizes(in_dim, out_dim, width, depth), x_train.dtype)
+  if feature_major:
+    params = [(w.T, b) for w, b in params]
   # Weights train as flat vectors (reshaped back for free in the loss): Adam's elementwise update then runs
   # over long rows, which XLA:CPU vectorises better than (fan_in, width) tiles of width 16.
   shapes = [w.shape for w, _ in params]
