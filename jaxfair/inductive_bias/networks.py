@@ -134,7 +134,7 @@ def train_mlp_hypothesis(key: Array, x_train: Array, y_train: Array, x_test: Arr
   if feature_major:
     params = [(w.T, b) for w, b in params]
   # Weights train as flat vectors (reshaped back for free in the loss): Adam's elementwise update then runs
-  # over long rows, which XLA:CPU vectorises better than (fan_in, width) tiles of width 16.
+  # over long rows, which XLA:CPU vectorises better than (fan_in, fan_out) tiles as narrow as 16.
   shapes = [w.shape for w, _ in params]
   params = [(w.reshape(-1), b) for w, b in params]
   opt = optax.adam(learning_rate)
