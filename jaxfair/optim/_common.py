@@ -26,7 +26,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -108,7 +108,7 @@ def _normalize_axis(channel_axis: int, ndim: int, shape: tuple[int, ...]) -> int
 
 
 def _project_static(p: Array, g: Array, d: Array, *, eps: Array, delta: Array, wd_ratio: Array,
-                    axis: int) -> tuple[Array, Array]:
+                    axis: int, recompute_d: Callable[[], Array] | None = None) -> tuple[Array, Array]:
   """Projection with a known channel axis; all arrays already in the compute dtype."""
   shape = p.shape
   n_ch = shape[axis]
@@ -145,13 +145,14 @@ def _project_static(p: Array, g: Array, d: Array, *, eps: Array, delta: Array, w
   coef_layer = pd_l / jnp.square(p_norm_l + eps)
   zero = jnp.zeros((), p.dtype)
   coef = jnp.where(channel_ok, coef_channel, jnp.where(layer_ok, coef_layer, zero))
-  d_new = (d3 - p3 * coef).reshape(shape)
+  d_out = d3 if recompute_d is None else recompute_d().reshape(view)
+  d_new = (d_out - p3 * coef).reshape(shape)
   ratio = jnp.where(channel_ok | layer_ok, wd_ratio, jnp.ones((), p.dtype))
   return d_new, ratio
 
 
-def project(p: Array, g: Array, d: Array, *, eps: Any, delta: Any, wd_ratio: Any,
-            channel_axis: Any) -> tuple[Array, Array]:
+def project(p: Array, g: Array, d: Array, *, eps: Any, delta: Any, wd_ratio: Any, channel_axis: Any,
+            recompute_d: Callable[[], Array] | None = None) -> tuple[Array, Array]:
   """Removes the radial part of `d` where `g` looks scale-invariant w.r.t. `p` (AdamP/SGDP projection).
 
   Args:
@@ -164,6 +165,11 @@ def project(p: Array, g: Array, d: Array, *, eps: Any, delta: Any, wd_ratio: Any
     channel_axis: output-channel axis of leaves with ndim >= 2 (int; -1 flax, 0 PyTorch). A traced value
       (``optax.inject_hyperparams`` without ``static_args="channel_axis"``) works, at the cost of computing
       every candidate axis and selecting.
+    recompute_d: optional zero-argument function returning `d` again, computed from inputs passed through
+      `jax.lax.optimization_barrier` so XLA cannot merge the two. The projected output is then built from
+      it, and XLA fuses the direction into both the reduction and the output instead of materialising `d`
+      as a leaf-sized temporary. On CPU such a temporary page-faults afresh on every step (AdamP: 9,500
+      faults per step and about a third of the update time on the 10M-parameter benchmark tree).
 
   Returns:
     `(d_projected, ratio)`: the projected direction (same shape and dtype as `d`) and the 0-d weight-decay
@@ -177,12 +183,13 @@ def project(p: Array, g: Array, d: Array, *, eps: Any, delta: Any, wd_ratio: Any
   axis = static_int_or_none(channel_axis)
   if axis is not None:
     return _project_static(p, g, d, eps=eps, delta=delta, wd_ratio=wd_ratio,
-                           axis=_normalize_axis(axis, p.ndim, p.shape))
+                           axis=_normalize_axis(axis, p.ndim, p.shape), recompute_d=recompute_d)
   # Traced channel axis: evaluate every candidate and select (branchless, slower).
   ax = jnp.asarray(channel_axis) % p.ndim
   d_out, r_out = d, one
   for i in range(p.ndim):
-    d_i, r_i = _project_static(p, g, d, eps=eps, delta=delta, wd_ratio=wd_ratio, axis=i)
+    d_i, r_i = _project_static(p, g, d, eps=eps, delta=delta, wd_ratio=wd_ratio, axis=i,
+                               recompute_d=recompute_d)
     d_out = jnp.where(ax == i, d_i, d_out)
     r_out = jnp.where(ax == i, r_i, r_out)
   return d_out, r_out

@@ -126,10 +126,15 @@ def scale_by_adamp(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight
       gc, pc = g.astype(cd), p.astype(cd)
       m_new = b1_ * m.astype(cd) + (1 - b1_) * gc
       v_new = b2_ * v.astype(cd) + (1 - b2_) * gc * gc
-      num = _select(nesterov, b1_ * m_new + (1 - b1_) * gc, m_new)
-      perturb = num / (jnp.sqrt(v_new) * rsqrt_bc2 + eps_)
-      perturb, ratio = _common.project(pc, gc, perturb, eps=eps_, delta=delta, wd_ratio=wd_ratio,
-                                       channel_axis=channel_axis)
+
+      def direction(m, v, g, b1, rsqrt_bc2, eps):
+        num = _select(nesterov, b1 * m + (1 - b1) * g, m)
+        return num / (jnp.sqrt(v) * rsqrt_bc2 + eps)
+
+      inputs = (m_new, v_new, gc, b1_, rsqrt_bc2, eps_)
+      perturb, ratio = _common.project(
+          pc, gc, direction(*inputs), eps=eps_, delta=delta, wd_ratio=wd_ratio, channel_axis=channel_axis,
+          recompute_d=lambda: direction(*jax.lax.optimization_barrier(inputs)))
       u = perturb / bc1 + (wd_ * ratio) * pc
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
