@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 
 import jax
 import jax.numpy as jnp
@@ -127,6 +128,16 @@ def _torch_thunks(shapes, params, grads, threads):
   return thunks, torch.__version__
 
 
+def page_faults_per_step(thunk, steps: int = 5) -> float:
+  """Minor page faults per call: a leaf-sized temporary that XLA:CPU allocates afresh every step shows up
+  here (one fault per 4 KiB page), and first-touching those pages costs as much as the arithmetic."""
+  jax.block_until_ready(thunk())
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(steps):
+    jax.block_until_ready(thunk())
+  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+
+
 def measure_bandwidth(n: int, reps: int = 10) -> float:
   """GB/s of an in-place `a += s * b` (read 2, write 1 float32 arrays) with a donated buffer."""
   fn = jax.jit(lambda a, b: a + 0.5 * b, donate_argnums=0)
@@ -162,6 +173,7 @@ def main(argv=None) -> None:
   timings = harness.time_interleaved(thunks, reps=args.reps, warmup=3)
   load_after = os.getloadavg()
   bandwidth = measure_bandwidth(n)
+  faults = {k: page_faults_per_step(t) for k, t in thunks.items() if not k.startswith("torch.")}
   med = {k: t.median for k, t in timings.items()}
   ratios = {
       "jaxfair.adamp / optax.adamw": med["jaxfair.adamp"] / med["optax.adamw"],
@@ -190,11 +202,13 @@ def main(argv=None) -> None:
     traffic[k] = {"min_bytes_per_step": arrays * 4 * n, "achieved_GBps": gbs,
                   "fraction_of_bandwidth": gbs / bandwidth}
   extra = {"ratios": ratios, "targets_met": targets, "num_params": n, "num_leaves": len(shapes),
-           "measured_bandwidth_GBps": bandwidth, "traffic": traffic, "torch_version": torch_version,
+           "measured_bandwidth_GBps": bandwidth, "traffic": traffic, "page_faults_per_step": faults,
+           "torch_version": torch_version,
            "load_average_1min_before_after": [load_before[0], load_after[0]],
            "command": "python -m benchmarks.run_all --only optimizers"}
   harness.write_results(args.name, timings, extra)
   print(f"measured bandwidth (a += s*b): {bandwidth:.1f} GB/s")
+  print("minor page faults per step: " + ", ".join(f"{k} {v:.0f}" for k, v in faults.items()))
   for k, v in traffic.items():
     print(f"  {k}: {v['achieved_GBps']:.1f} GB/s = {v['fraction_of_bandwidth']:.2f} of bandwidth")
   for k, v in targets.items():

@@ -107,9 +107,19 @@ def _normalize_axis(channel_axis: int, ndim: int, shape: tuple[int, ...]) -> int
   return channel_axis % ndim
 
 
-def _project_static(p: Array, g: Array, d: Array, *, eps: Array, delta: Array, wd_ratio: Array,
-                    axis: int, recompute_d: Callable[[], Array] | None = None) -> tuple[Array, Array]:
-  """Projection with a known channel axis; all arrays already in the compute dtype."""
+def fresh_copy(tree: Any, tag: int) -> Any:
+  """`tree` behind an `optimization_barrier` that XLA cannot merge with another copy of a different `tag`.
+
+  Expressions built on separate copies are not common subexpressions, so XLA fuses each into its own consumer
+  instead of materialising a shared leaf-sized temporary (see `project`).
+  """
+  return jax.lax.optimization_barrier((tree, jnp.int32(tag)))[0]
+
+
+def _project_static(p: Array, g: Array, d_sums: Array, d_out: Array, *, eps: Array, delta: Array,
+                    wd_ratio: Array, axis: int) -> tuple[Array, Array]:
+  """Projection with a known channel axis; all arrays already in the compute dtype. `d_sums` and `d_out` are
+  the same direction, as one array or as two separately fused expressions (see `project`)."""
   shape = p.shape
   n_ch = shape[axis]
   pre = math.prod(shape[:axis])
@@ -122,7 +132,7 @@ def _project_static(p: Array, g: Array, d: Array, *, eps: Array, delta: Array, w
     view, red = (n_ch, post), (1,)
   else:
     view, red = (pre, n_ch, post), (0, 2)
-  p3, g3, d3 = p.reshape(view), g.reshape(view), d.reshape(view)
+  p3, g3, d3 = p.reshape(view), g.reshape(view), d_sums.reshape(view)
 
   def rowsum(x):
     return jnp.sum(x, axis=red, keepdims=True)
@@ -145,52 +155,54 @@ def _project_static(p: Array, g: Array, d: Array, *, eps: Array, delta: Array, w
   coef_layer = pd_l / jnp.square(p_norm_l + eps)
   zero = jnp.zeros((), p.dtype)
   coef = jnp.where(channel_ok, coef_channel, jnp.where(layer_ok, coef_layer, zero))
-  d_out = d3 if recompute_d is None else recompute_d().reshape(view)
-  d_new = (d_out - p3 * coef).reshape(shape)
+  d_new = (d_out.reshape(view) - p3 * coef).reshape(shape)
   ratio = jnp.where(channel_ok | layer_ok, wd_ratio, jnp.ones((), p.dtype))
   return d_new, ratio
 
 
-def project(p: Array, g: Array, d: Array, *, eps: Any, delta: Any, wd_ratio: Any, channel_axis: Any,
-            recompute_d: Callable[[], Array] | None = None) -> tuple[Array, Array]:
+def project(p: Array, g: Array, d: Array | Callable[[int], Array], *, eps: Any, delta: Any, wd_ratio: Any,
+            channel_axis: Any) -> tuple[Array, Array]:
   """Removes the radial part of `d` where `g` looks scale-invariant w.r.t. `p` (AdamP/SGDP projection).
 
   Args:
     p: the pre-step parameter leaf.
     g: its raw gradient (the test uses it, not `d`).
-    d: the update direction to project.
+    d: the update direction to project: an array, or a function `tag -> direction` that rebuilds it from
+      `fresh_copy(inputs, tag)`. With the function, each use (the p.d sums, the output) gets its own copy of
+      the expression, and XLA fuses the direction into each consumer instead of materialising it as a
+      leaf-sized temporary. On CPU such a temporary page-faults afresh on every step (AdamP: 9,500 faults per
+      step and about a third of the update time on the 10M-parameter benchmark tree). Pass an array when the
+      direction is materialised anyway (SGDP's momentum buffer).
     eps: the norm floor of the cosine test and the `+ eps` of the normalised weight.
     delta: cosine threshold; a view passes iff max |cos| < delta / sqrt(view_dim).
     wd_ratio: weight-decay ratio returned when a view passes.
     channel_axis: output-channel axis of leaves with ndim >= 2 (int; -1 flax, 0 PyTorch). A traced value
       (``optax.inject_hyperparams`` without ``static_args="channel_axis"``) works, at the cost of computing
       every candidate axis and selecting.
-    recompute_d: optional zero-argument function returning `d` again, computed from inputs passed through
-      `jax.lax.optimization_barrier` so XLA cannot merge the two. The projected output is then built from
-      it, and XLA fuses the direction into both the reduction and the output instead of materialising `d`
-      as a leaf-sized temporary. On CPU such a temporary page-faults afresh on every step (AdamP: 9,500
-      faults per step and about a third of the update time on the 10M-parameter benchmark tree).
 
   Returns:
     `(d_projected, ratio)`: the projected direction (same shape and dtype as `d`) and the 0-d weight-decay
     ratio (`wd_ratio` if a view passed, else 1; always 1 for leaves with ndim < 2).
   """
-  dtype = d.dtype
-  one = jnp.ones((), dtype)
+  direction = d if callable(d) else (lambda tag: d)
   if p.ndim < 2:
-    return d, one
+    d0 = direction(0)
+    return d0, jnp.ones((), d0.dtype)
+  dtype = p.dtype
   eps, delta, wd_ratio = (as_scalar(x, dtype) for x in (eps, delta, wd_ratio))
   axis = static_int_or_none(channel_axis)
   if axis is not None:
-    return _project_static(p, g, d, eps=eps, delta=delta, wd_ratio=wd_ratio,
-                           axis=_normalize_axis(axis, p.ndim, p.shape), recompute_d=recompute_d)
-  # Traced channel axis: evaluate every candidate and select (branchless, slower).
+    return _project_static(p, g, direction(0), direction(1), eps=eps, delta=delta, wd_ratio=wd_ratio,
+                           axis=_normalize_axis(axis, p.ndim, p.shape))
+  # Traced channel axis: evaluate every candidate and select (branchless, slower). Each candidate gets its own
+  # copies of p and g too, or XLA would materialise the products they share.
   ax = jnp.asarray(channel_axis) % p.ndim
-  d_out, r_out = d, one
+  d_out, r_out = None, jnp.ones((), dtype)
   for i in range(p.ndim):
-    d_i, r_i = _project_static(p, g, d, eps=eps, delta=delta, wd_ratio=wd_ratio, axis=i,
-                               recompute_d=recompute_d)
-    d_out = jnp.where(ax == i, d_i, d_out)
+    p_i, g_i = fresh_copy((p, g), -1 - i)
+    d_i, r_i = _project_static(p_i, g_i, direction(2 + 2 * i), direction(3 + 2 * i), eps=eps, delta=delta,
+                               wd_ratio=wd_ratio, axis=i)
+    d_out = d_i if d_out is None else jnp.where(ax == i, d_i, d_out)
     r_out = jnp.where(ax == i, r_i, r_out)
   return d_out, r_out
 

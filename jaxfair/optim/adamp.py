@@ -132,9 +132,8 @@ def scale_by_adamp(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight
         return num / (jnp.sqrt(v) * rsqrt_bc2 + eps)
 
       inputs = (m_new, v_new, gc, b1_, rsqrt_bc2, eps_)
-      perturb, ratio = _common.project(
-          pc, gc, direction(*inputs), eps=eps_, delta=delta, wd_ratio=wd_ratio, channel_axis=channel_axis,
-          recompute_d=lambda: direction(*jax.lax.optimization_barrier(inputs)))
+      perturb, ratio = _common.project(pc, gc, lambda tag: direction(*_common.fresh_copy(inputs, tag)),
+                                       eps=eps_, delta=delta, wd_ratio=wd_ratio, channel_axis=channel_axis)
       u = perturb / bc1 + (wd_ * ratio) * pc
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
@@ -245,9 +244,13 @@ def scale_by_sgdp(momentum: float = 0.0, dampening: float = 0.0, eps: float = 1e
       mom, damp, wd_ = (_common.as_scalar(x, cd) for x in (momentum, dampening, weight_decay))
       gc, pc = g.astype(cd), p.astype(cd)
       b_new = mom * b.astype(cd) + (1 - damp) * gc
-      d = _select(nesterov, gc + mom * b_new, b_new)
-      d, ratio = _common.project(pc, gc, d, eps=eps, delta=delta, wd_ratio=wd_ratio,
-                                 channel_axis=channel_axis)
+      kw = dict(eps=eps, delta=delta, wd_ratio=wd_ratio, channel_axis=channel_axis)
+      if nesterov is False:  # the direction is the momentum buffer, materialised anyway as the new state
+        d, ratio = _common.project(pc, gc, b_new, **kw)
+      else:
+        direction = lambda g, b, mom: _select(nesterov, g + mom * b, b)  # noqa: E731
+        inputs = (gc, b_new, mom)
+        d, ratio = _common.project(pc, gc, lambda tag: direction(*_common.fresh_copy(inputs, tag)), **kw)
       u = d + (wd_ * ratio / (1 - mom)) * pc
       if project_buffer:
         b_new = _select(nesterov, b_new, d)
