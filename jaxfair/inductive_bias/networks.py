@@ -46,7 +46,7 @@ def _swap_last_axes(a: Array) -> Array:
   """`a` with its last two axes swapped, materialised as its own array.
 
   XLA:CPU would fold a plain transpose into the dot that consumes it, and a dot whose left operand contracts
-  its major axis misses the fast (YNNPACK) GEMM path. With the layers below, which never emit that form, a
+  its major axis misses the fast (YNNPACK) GEMM path. With `_matmul` below, which never emits that form, a
   vmapped training step of tiny MLPs ran 1.4x (n = 64, width 16) to 1.7x (n = 5) faster than with plain
   matmuls on the 2-core CPU.
   """
@@ -54,39 +54,22 @@ def _swap_last_axes(a: Array) -> Array:
 
 
 @jax.custom_vjp
-def _dense_rows(x: Array, w: Array) -> Array:
-  """x (n, i) @ w (i, o); the backward pass transposes the activations, not the GEMM."""
-  return x @ w
+def _matmul(a: Array, b: Array) -> Array:
+  """a @ b whose backward pass, (g b^T, a^T g), transposes `a` explicitly (the weight when examples are
+  columns, the activations when they are rows), so neither backward GEMM has a transposed left operand."""
+  return a @ b
 
 
-def _dense_rows_fwd(x, w):
-  return x @ w, (x, w)
+def _matmul_fwd(a, b):
+  return a @ b, (a, b)
 
 
-def _dense_rows_bwd(residuals, g):
-  x, w = residuals
-  return g @ w.T, _swap_last_axes(x) @ g
+def _matmul_bwd(residuals, g):
+  a, b = residuals
+  return g @ b.T, _swap_last_axes(a) @ g
 
 
-_dense_rows.defvjp(_dense_rows_fwd, _dense_rows_bwd)
-
-
-@jax.custom_vjp
-def _dense_cols(w: Array, x: Array) -> Array:
-  """w (o, i) @ x (i, n) for x with one example per column; the backward pass transposes the weight."""
-  return w @ x
-
-
-def _dense_cols_fwd(w, x):
-  return w @ x, (w, x)
-
-
-def _dense_cols_bwd(residuals, g):
-  w, x = residuals
-  return g @ x.T, _swap_last_axes(w) @ g
-
-
-_dense_cols.defvjp(_dense_cols_fwd, _dense_cols_bwd)
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 def mlp_apply(params, x: Array, *, feature_major: bool = False) -> Array:
@@ -101,13 +84,13 @@ def mlp_apply(params, x: Array, *, feature_major: bool = False) -> Array:
   """
   if feature_major:
     for w, b in params[:-1]:
-      x = jax.nn.relu(_dense_cols(w, x) + b[:, None])
+      x = jax.nn.relu(_matmul(w, x) + b[:, None])
     w, b = params[-1]
-    return _dense_cols(w, x) + b[:, None]
+    return _matmul(w, x) + b[:, None]
   for w, b in params[:-1]:
-    x = jax.nn.relu(_dense_rows(x, w) + b[None, :])
+    x = jax.nn.relu(_matmul(x, w) + b[None, :])
   w, b = params[-1]
-  return _dense_rows(x, w) + b[None, :]
+  return _matmul(x, w) + b[None, :]
 
 
 def mlp_sizes(in_dim: int, out_dim: int, width: int, depth: int) -> tuple[int, ...]:
