@@ -79,8 +79,8 @@ def mlp_apply(params, x: Array, *, feature_major: bool = False) -> Array:
   Both layouts compute the same function. Which is faster on CPU depends on the shapes: XLA:CPU runs the
   per-layer GEMMs best with the longer of (examples, width) as the minor axis (measured on tiny MLPs: n = 64,
   width 16 trains 1.3x (one net) to 1.8x (vmapped) faster feature-major, n = 5 or width 256 1.2-1.4x
-  slower), hence `train_mlp_hypothesis` picks `feature_major = batch size > width`. The layers' custom VJPs
-  (same gradients as autodiff of the matmuls) keep every GEMM in its fast form.
+  slower), hence `train_mlp_hypothesis` picks `feature_major = batch size > width`. `_matmul`'s custom VJP
+  (the same gradients as autodiff) keeps every GEMM in its fast form.
   """
   if feature_major:
     for w, b in params[:-1]:
