@@ -171,8 +171,8 @@ def project(p: Array, g: Array, d: Array | Callable[[int], Array], *, eps: Any, 
       `fresh_copy(inputs, tag)`. With the function, each use (the p.d sums, the output) gets its own copy of
       the expression, and XLA fuses the direction into each consumer instead of materialising it as a
       leaf-sized temporary. On CPU such a temporary page-faults afresh on every step (AdamP: 9,500 faults per
-      step and about a third of the update time on the 10M-parameter benchmark tree). Pass an array when the
-      direction is materialised anyway (SGDP's momentum buffer).
+      step and a quarter to a third of the update time on the 10M-parameter benchmark tree). Pass an array
+      when the direction is materialised anyway (SGDP's momentum buffer).
     eps: the norm floor of the cosine test and the `+ eps` of the normalised weight.
     delta: cosine threshold; a view passes iff max |cos| < delta / sqrt(view_dim).
     wd_ratio: weight-decay ratio returned when a view passes.
