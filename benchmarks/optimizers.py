@@ -1,6 +1,7 @@
 """Optimizer update time on a mixed-shape ~10M-parameter float32 tree: jaxfair's adamp/sgdp/exadam vs
 optax.adam/adamw (same run), vs the PyTorch reference implementations on the same CPU (when torch is
-installed), and bytes moved per step vs the machine's measured memory bandwidth.
+installed), bytes moved per step vs the machine's measured memory bandwidth, and minor page faults per step
+(a leaf-sized temporary that XLA:CPU allocates afresh every step shows up there).
 
   python -m benchmarks.run_all --only optimizers          # writes benchmarks/results/optimizers.json
   python -m benchmarks.optimizers --reps 30 --no-torch     # options
