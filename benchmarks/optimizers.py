@@ -56,6 +56,17 @@ def optimizers() -> dict[str, optax.GradientTransformation]:
   }
 
 
+def fault_variants() -> dict[str, optax.GradientTransformation]:
+  """Paths that once materialised a leaf-sized temporary; only their page faults are recorded."""
+  return {
+      "jaxfair.adamp(nesterov)": optim.adamp(1e-3, weight_decay=WD, nesterov=True),
+      "jaxfair.sgdp(nesterov)": optim.sgdp(1e-2, momentum=0.9, weight_decay=WD, nesterov=True),
+      "inject_hyperparams(jaxfair.adamp)": optax.inject_hyperparams(optim.adamp)(1e-3, weight_decay=WD),
+      "inject_hyperparams(jaxfair.sgdp)": optax.inject_hyperparams(optim.sgdp)(1e-2, momentum=0.9,
+                                                                               weight_decay=WD),
+  }
+
+
 # Minimum HBM/DRAM traffic per parameter (float32 arrays read + written) of a straightforward fused schedule:
 # adam(w): read g, p, m, v; write p, m, v. adamp: + a reduction pass reading g, p, m, v. sgdp: read g, p, b;
 # write p, b (+ reduction pass reading g, p, b). exadam: like adam.
@@ -63,13 +74,13 @@ ARRAYS_PER_PARAM = {"optax.adam": 7, "optax.adamw": 7, "jaxfair.adamp": 11, "jax
                     "jaxfair.exadam": 7, "torch.AdamP": 7, "torch.SGDP": 5, "torch.EXAdam": 7}
 
 
-def _jax_thunks(shapes, reps_key=0):
+def _jax_thunks(shapes, txs, reps_key=0):
   key = jax.random.key(reps_key)
   keys = jax.random.split(key, 2 * len(shapes))
   params = {k: 0.05 * jax.random.normal(keys[2 * i], s) for i, (k, s) in enumerate(shapes.items())}
   grads = {k: 1e-3 * jax.random.normal(keys[2 * i + 1], s) for i, (k, s) in enumerate(shapes.items())}
   thunks = {}
-  for name, tx in optimizers().items():
+  for name, tx in txs.items():
     def step(p, s, g, tx=tx):
       u, s = tx.update(g, s, p)
       return optax.apply_updates(p, u), s
@@ -165,7 +176,7 @@ def main(argv=None) -> None:
   shapes = make_tree(args.scale)
   n = sum(math.prod(s) for s in shapes.values())
   print(f"tree: {len(shapes)} leaves, {n / 1e6:.2f}M float32 parameters")
-  thunks, params, grads = _jax_thunks(shapes)
+  thunks, params, grads = _jax_thunks(shapes, optimizers())
   torch_version = None
   if not args.no_torch:
     tthunks, torch_version = _torch_thunks(shapes, params, grads, args.torch_threads)
@@ -175,6 +186,8 @@ def main(argv=None) -> None:
   load_after = os.getloadavg()
   bandwidth = measure_bandwidth(n)
   faults = {k: page_faults_per_step(t) for k, t in thunks.items() if not k.startswith("torch.")}
+  del thunks  # free their buffers before building the variants
+  faults.update({k: page_faults_per_step(t) for k, t in _jax_thunks(shapes, fault_variants())[0].items()})
   med = {k: t.median for k, t in timings.items()}
   ratios = {
       "jaxfair.adamp / optax.adamw": med["jaxfair.adamp"] / med["optax.adamw"],
