@@ -16,13 +16,14 @@ import argparse
 import math
 import os
 import resource
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks import harness
+from benchmarks import harness, xla_profile
 from jaxfair import optim
 
 WD = 1e-4
@@ -74,6 +75,15 @@ ARRAYS_PER_PARAM = {"optax.adam": 7, "optax.adamw": 7, "jaxfair.adamp": 11, "jax
                     "jaxfair.exadam": 7, "torch.AdamP": 7, "torch.SGDP": 5, "torch.EXAdam": 7}
 
 
+def update_step(tx: optax.GradientTransformation):
+  """One jitted update (`tx.update` + `optax.apply_updates`) with params and state donated."""
+  def step(p, s, g):
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
 def _jax_thunks(shapes, txs, reps_key=0):
   key = jax.random.key(reps_key)
   keys = jax.random.split(key, 2 * len(shapes))
@@ -81,11 +91,7 @@ def _jax_thunks(shapes, txs, reps_key=0):
   grads = {k: 1e-3 * jax.random.normal(keys[2 * i + 1], s) for i, (k, s) in enumerate(shapes.items())}
   thunks = {}
   for name, tx in txs.items():
-    def step(p, s, g, tx=tx):
-      u, s = tx.update(g, s, p)
-      return optax.apply_updates(p, u), s
-
-    fn = jax.jit(step, donate_argnums=(0, 1))
+    fn = update_step(tx)
     box = {"p": jax.tree.map(jnp.copy, params), "s": tx.init(params)}
 
     def thunk(fn=fn, box=box):
@@ -150,6 +156,18 @@ def page_faults_per_step(thunk, steps: int = 5) -> float:
   return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
 
 
+def profile_by_kind(shapes, names=("optax.adamw", "jaxfair.adamp", "jaxfair.sgdp")) -> dict[str, Any]:
+  """Per-kind op time and bytes of one update (`benchmarks.xla_profile.by_kind`), for `names`."""
+  txs = optimizers()
+  out = {}
+  for name in names:
+    thunks, params, grads = _jax_thunks(shapes, {name: txs[name]})
+    hlo = update_step(txs[name]).lower(params, txs[name].init(params), grads).compile().as_text()
+    out[name] = xla_profile.by_kind(thunks[name], hlo)
+    del thunks
+  return out
+
+
 def measure_bandwidth(n: int, reps: int = 10) -> float:
   """GB/s of an in-place `a += s * b` (read 2, write 1 float32 arrays) with a donated buffer."""
   fn = jax.jit(lambda a, b: a + 0.5 * b, donate_argnums=0)
@@ -188,6 +206,7 @@ def main(argv=None) -> None:
   faults = {k: page_faults_per_step(t) for k, t in thunks.items() if not k.startswith("torch.")}
   del thunks  # free their buffers before building the variants
   faults.update({k: page_faults_per_step(t) for k, t in _jax_thunks(shapes, fault_variants())[0].items()})
+  profile = profile_by_kind(shapes)
   med = {k: t.median for k, t in timings.items()}
   ratios = {
       "jaxfair.adamp / optax.adamw": med["jaxfair.adamp"] / med["optax.adamw"],
@@ -217,6 +236,7 @@ def main(argv=None) -> None:
                   "fraction_of_bandwidth": gbs / bandwidth}
   extra = {"ratios": ratios, "targets_met": targets, "num_params": n, "num_leaves": len(shapes),
            "measured_bandwidth_GBps": bandwidth, "traffic": traffic, "page_faults_per_step": faults,
+           "profile_by_kind": profile,
            "torch_version": torch_version,
            "load_average_1min_before_after": [load_before[0], load_after[0]],
            "command": "python -m benchmarks.run_all --only optimizers"}
@@ -225,6 +245,9 @@ def main(argv=None) -> None:
   print("minor page faults per step: " + ", ".join(f"{k} {v:.0f}" for k, v in faults.items()))
   for k, v in traffic.items():
     print(f"  {k}: {v['achieved_GBps']:.1f} GB/s = {v['fraction_of_bandwidth']:.2f} of bandwidth")
+  for k, kinds in profile.items():
+    print(f"  profile {k}: " + ", ".join(f"{kind} {v['ms']:.1f} ms at {v['GBps']:.1f} GB/s"
+                                         for kind, v in kinds.items()))
   for k, v in targets.items():
     print(f"  target {k}: {'met' if v else 'NOT met'}")
 

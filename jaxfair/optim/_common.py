@@ -155,7 +155,10 @@ def _project_static(p: Array, g: Array, d_sums: Array, d_out: Array, *, eps: Arr
   coef_layer = pd_l / jnp.square(p_norm_l + eps)
   zero = jnp.zeros((), p.dtype)
   coef = jnp.where(channel_ok, coef_channel, jnp.where(layer_ok, coef_layer, zero))
-  d_new = (d_out.reshape(view) - p3 * coef).reshape(shape)
+  # The output pass stays in the leaf's own shape (only the C coefficients are reshaped): a reshaped read of
+  # p inside it would stop XLA from writing the new parameters in place, costing a copy of the leaf.
+  coef = coef.reshape(tuple(n_ch if i == axis else 1 for i in range(p.ndim)))
+  d_new = d_out - p * coef
   ratio = jnp.where(channel_ok | layer_ok, wd_ratio, jnp.ones((), p.dtype))
   return d_new, ratio
 
