@@ -14,9 +14,10 @@ and the weight-decay ratio is ``wd_ratio``; when no view passes, :math:`d` is un
 Leaves with fewer than two dimensions are never projected.
 
 Implementation notes (speed): both views are computed from the SAME four per-channel reductions
-(:math:`p\cdot p, g\cdot g, g\cdot p, p\cdot d` per row; the layer view sums them), so the projection costs one
-reduction pass over (p, g, d) plus the elementwise output pass, with no transposes: the leaf is viewed as
-``(pre, C, post)`` by a free reshape. The choice between views is branchless (``jnp.where``), so it runs under
+(:math:`p\cdot p, g\cdot g, g\cdot p, p\cdot d` per row; the layer view sums them), so the projection costs
+those four reductions (on XLA:CPU each is its own pass over the leaf) plus the elementwise output pass, with no
+transposes: the reductions view the leaf as ``(pre, C, post)`` by a free reshape, and the output pass works in
+the leaf's own shape. The choice between views is branchless (``jnp.where``), so it runs under
 ``jit``/``vmap`` and inside ``optax.inject_hyperparams``.
 
 References:
