@@ -1,6 +1,3 @@
-import gzip
-import pickle
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,11 +64,8 @@ class TestFiles:
     with pytest.raises(ValueError, match="trunc.idx.*truncated"):
       data.load_idx(truncated)
 
-  def test_mnist_directory(self, tmp_path):
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 6), ("t10k", 4)):
-      data.write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-      data.write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+  def test_mnist_directory(self, tmp_path, write_fake_mnist):
+    write_fake_mnist(tmp_path, 6, 4)
     d = data.load_mnist(tmp_path)
     assert d.x_train.shape == (6, 28, 28, 1) and d.x_test.shape == (4, 28, 28, 1)
     assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0 and d.y_train.dtype == np.int32
@@ -79,26 +73,16 @@ class TestFiles:
       (tmp_path / "t10k-images-idx3-ubyte.gz").unlink()
       data.load_mnist(tmp_path)
 
-  def _write_cifar(self, root, n=3):
-    rng = np.random.default_rng(0)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-      batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
-      with open(root / name, "wb") as f:
-        pickle.dump(batch, f)
-      batches[name] = batch
-    return batches
-
-  def test_cifar10_round_trip(self, tmp_path):
-    batches = self._write_cifar(tmp_path)
+  def test_cifar10_round_trip(self, tmp_path, write_fake_cifar10):
+    batches = write_fake_cifar10(tmp_path, 3)
     d = data.load_cifar10(tmp_path)
     assert d.x_train.shape == (15, 32, 32, 3) and d.x_test.shape == (3, 32, 32, 3)
     first = batches["data_batch_1"][b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0) / 255.0
     np.testing.assert_allclose(d.x_train[0], first, rtol=1e-6)
     np.testing.assert_array_equal(d.y_test, batches["test_batch"][b"labels"])
 
-  def test_cifar10_corrupt_and_missing(self, tmp_path):
-    self._write_cifar(tmp_path)
+  def test_cifar10_corrupt_and_missing(self, tmp_path, write_fake_cifar10):
+    write_fake_cifar10(tmp_path, 3)
     (tmp_path / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="data_batch_3"):
       data.load_cifar10(tmp_path)
