@@ -41,6 +41,7 @@ import numpy as np
 import optax
 from scipy import stats
 
+from experiments.runner import check_same_config
 from jaxfair import ensloss as ensloss_lib
 from jaxfair import losses as losses_lib
 from jaxfair import models as models_lib
@@ -317,9 +318,15 @@ def make_plots(workdir: pathlib.Path, acc, curves, losses: list[str], names: lis
 # ------------------------------------------------------------------------------------------------------ run
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs every (model, loss) program, writes results, tables and plots; returns the comparison."""
+  """Runs every (model, loss) program, writes results, tables and plots; returns the comparison.
+
+  Run again in the same workdir with the same config (memory and plot settings may change), it resumes: the
+  (model, loss) programs whose results/*.npz were saved are loaded, not retrained.
+  """
   workdir = pathlib.Path(workdir)
   (workdir / "results").mkdir(parents=True, exist_ok=True)
+  check_same_config(workdir / "config.json", config.to_dict(),
+                    ignore=frozenset({"plots", "runs_per_program", "map_batch"}))
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json(indent=2))
   losses = list(config.losses)
@@ -366,7 +373,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       timing[f"{mname}/{lname}"] = time.time() - t0
       acc[mname][lname], curves[mname][lname] = a, c
       if jax.process_index() == 0:
-        np.savez(path, acc=a, curves=c)
+        np.savez(path.with_suffix(".tmp.npz"), acc=a, curves=c)  # renamed when complete: a cut-off write
+        os.replace(path.with_suffix(".tmp.npz"), path)           # is never mistaken for a result
       print(f"{mname:>8s} {lname:>12s}: mean test accuracy {a.mean():.4f} ({len(problems)} problems x {trials} "
             f"trials, {steps} steps, {timing[f'{mname}/{lname}']:.1f}s)", flush=True)
   comparison = compare(acc, alpha=float(config.get("alpha", 0.05)))

@@ -11,7 +11,8 @@ program), and reports I(eps) = -log P(e <= eps) in bits at every target error wi
 Target errors are a task's own `target_errors` if it names them, else `config.target_fractions` x the null
 error 1/k (the MSE of predicting 0 for every one-hot output). Outputs in `workdir`: config.json,
 metrics.jsonl (one record per task x space), summary.json, losses_<task>_<space>.npy (the sampled losses,
-to re-estimate at other target errors), plots/*.png.
+to re-estimate at other target errors), plots/*.png. The same command run again in the same workdir resumes:
+finished (task, space) records are reused, the others sampled with the keys of the uninterrupted run.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from experiments.runner import check_same_config
 from jaxfair import data as data_lib
 from jaxfair import inductive_bias as ib
 from jaxfair.training import make_sweep_mesh
@@ -174,17 +176,44 @@ def estimate(losses: np.ndarray, eps: np.ndarray, exact=None, exact_max_bits=Non
 # ------------------------------------------------------------------------------------------------ run
 
 
+def _finished_rows(workdir: pathlib.Path) -> dict[tuple[str, str], dict[str, Any]]:
+  """The (task, space) records of an interrupted run in `workdir` whose losses file was saved, and rewrites
+  metrics.jsonl to hold just those (dropping a line cut off by the interruption)."""
+  path = workdir / "metrics.jsonl"
+  rows = {}
+  if path.exists():
+    for line in path.read_text(encoding="utf-8").splitlines():
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        break
+      if (workdir / f"losses_{row['task']}_{row['space']}.npy").exists():
+        rows[(row["task"], row["space"])] = row
+  path.write_text("".join(json.dumps(row) + "\n" for row in rows.values()), encoding="utf-8")
+  return rows
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs every task x space, writes metrics.jsonl, summary.json and plots; returns the summary."""
+  """Runs every task x space, writes metrics.jsonl, summary.json and plots; returns the summary.
+
+  Run again in the same workdir with the same config, it resumes: (task, space) pairs already in
+  metrics.jsonl are reused, the rest are sampled with the keys the uninterrupted run would use.
+  """
   wd = pathlib.Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
+  check_same_config(wd / "config.json", config.to_dict(), ignore=frozenset({"plot"}))
   (wd / "config.json").write_text(config.to_json(indent=2) + "\n")
+  finished = _finished_rows(wd)
   fractions = np.asarray(config.target_fractions, np.float64)
   rows = []
   key = jax.random.key(int(config.seed))
-  with open(wd / "metrics.jsonl", "w", encoding="utf-8") as log:
+  with open(wd / "metrics.jsonl", "a", encoding="utf-8") as log:
     for ti, tspec in enumerate(config.tasks):
       tspec = dict(tspec)
+      if all((tspec["name"], s["name"]) in finished for s in config.spaces):
+        rows.extend(finished[(tspec["name"], s["name"])] for s in config.spaces)
+        print(f"{tspec['name']:>16s}: all spaces loaded from {wd / 'metrics.jsonl'}", flush=True)
+        continue
       if tspec["kind"] in ("mnist", "cifar10") and not tspec.get("data_dir"):
         tspec["data_dir"] = config.get("data_dir")
       task = make_task(tspec, int(config.seed) + ti)
@@ -192,6 +221,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
              else fractions / task["num_classes"])
       for si, sspec in enumerate(config.spaces):
         sspec = dict(sspec)
+        if (tspec["name"], sspec["name"]) in finished:
+          rows.append(finished[(tspec["name"], sspec["name"])])
+          continue
         sampled = sample_losses(sspec, task, jax.random.fold_in(key, 1000 * ti + si))
         np.save(wd / f"losses_{tspec['name']}_{sspec['name']}.npy", sampled["losses"])
         metrics = estimate(sampled["losses"], eps, sampled.get("exact"), sspec.get("exact_max_bits"))

@@ -467,6 +467,20 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
   return config
 
 
+def check_same_config(config_path: pathlib.Path, config_json: Mapping[str, Any], *,
+                      ignore: frozenset[str] = frozenset()) -> None:
+  """Raises if `config_path` exists and holds another config than `config_json` (top-level keys in `ignore`,
+  settings that do not change results, may differ): a workdir's results are reused only by the config that
+  made them."""
+  if not config_path.exists():
+    return
+  old, new = (_comparable(c) for c in (json.loads(config_path.read_text()), _jsonable(dict(config_json))))
+  diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+  if diff:
+    raise ValueError(f"{config_path.parent} holds results of a different config (differs in: {diff}). Resume "
+                     "with the same config, or use a fresh --workdir.")
+
+
 def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options: RunnerOptions, *,
               config: Mapping[str, Any] | None = None, name: str = "train",
               devices: Any = None) -> SweepResult:
@@ -503,13 +517,7 @@ def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options
   plan = _chunk_plan(options.num_steps, options.chunk_steps)
   latest = ckpt.latest_step()
   if latest is not None:
-    if config_path.exists():
-      old = _comparable(json.loads(config_path.read_text()))
-      new = _comparable(config_json)
-      if old != new:
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise ValueError(f"{workdir} holds a checkpoint of a different config (differs in: {diff}). Resume "
-                         "with the same config, or use a fresh --workdir.")
+    check_same_config(config_path, config_json)
     state, meta = ckpt.restore(latest, sweep.abstract_state())
     chunks_done = int(meta["chunks_done"])
     steps_done = int(meta["steps_done"])

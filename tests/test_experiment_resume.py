@@ -1,0 +1,63 @@
+"""The experiments that save results per unit of work resume where an interruption stopped them and reproduce
+the uninterrupted run: inductive bias per (task, space), EnsLoss per (model, loss). A workdir holding another
+config's results is refused rather than mixed in."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from experiments import main as main_lib
+
+
+def _rows(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _without_timing(row):
+  return dict(row, metrics={k: v for k, v in row["metrics"].items() if k != "seconds"})
+
+
+def test_inductive_bias_resumes_and_matches_the_uninterrupted_run(tmp_path):
+  config = main_lib.load_config("experiments/configs/inductive_bias_spaces.py:quick")
+  config.plot = None
+  full, cut = tmp_path / "full", tmp_path / "cut"
+  main_lib.run_experiment(config, str(full))
+  shutil.copytree(full, cut)
+  rows = _rows(full)
+  assert len(rows) >= 3
+  # Interrupt after the first record, halfway through writing the second one.
+  lines = (cut / "metrics.jsonl").read_text().splitlines(keepends=True)
+  (cut / "metrics.jsonl").write_text(lines[0] + lines[1][:40])
+  for row in rows[1:]:
+    (cut / f"losses_{row['task']}_{row['space']}.npy").unlink()
+  summary = main_lib.run_experiment(config, str(cut))
+  resumed = _rows(cut)
+  assert resumed[0] == json.loads(lines[0])  # reused as written, timing included: not sampled again
+  assert [_without_timing(r) for r in resumed] == [_without_timing(r) for r in rows]
+  assert [_without_timing(json.loads(json.dumps(r))) for r in summary["rows"]] == [_without_timing(r) for r in rows]
+  for row in rows:
+    name = f"losses_{row['task']}_{row['space']}.npy"
+    np.testing.assert_array_equal(np.load(cut / name), np.load(full / name))
+  config.seed += 1
+  with pytest.raises(ValueError, match=r"different config \(differs in: \['seed'\]\)"):
+    main_lib.run_experiment(config, str(cut))
+
+
+def test_ensloss_resumes_per_model_and_loss(tmp_path):
+  config = main_lib.load_config("experiments/configs/ensloss_digits.py:quick")
+  main_lib.run_experiment(config, str(tmp_path))
+  first = json.loads((tmp_path / "results.json").read_text())
+  results = sorted((tmp_path / "results").glob("*.npz"))
+  assert len(results) == len(config.models) * len(config.losses)
+  kept, redone = results[0], results[-1]
+  kept_mtime = kept.stat().st_mtime_ns
+  redone.unlink()
+  (tmp_path / "results" / f"{redone.stem}.tmp.npz").write_bytes(b"cut off")  # an interrupted save
+  config.plots = not config.plots  # output-only settings may change on resume
+  main_lib.run_experiment(config, str(tmp_path))
+  assert kept.stat().st_mtime_ns == kept_mtime and redone.exists()  # loaded, not retrained
+  assert json.loads((tmp_path / "results.json").read_text())["accuracy"] == first["accuracy"]
+  config.epochs += 1
+  with pytest.raises(ValueError, match=r"different config \(differs in: \['epochs'\]\)"):
+    main_lib.run_experiment(config, str(tmp_path))
