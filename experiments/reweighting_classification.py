@@ -15,6 +15,7 @@ vmapped), evaluating after every chunk. Methods are named in `config.methods` (s
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import time
 from typing import NamedTuple
@@ -25,6 +26,7 @@ import numpy as np
 import optax
 
 from experiments import reweighting_common as common
+from experiments.runner import check_same_config
 from jaxfair import losses, models, training
 from jaxfair.data import gaussian_mixture, load_digits, long_tailed
 
@@ -118,11 +120,27 @@ def run_methods(task: Task, methods, settings, dataset_settings):
 
 
 def run(config, workdir: str):
+  """Trains every dataset's program, writes metrics.jsonl, summary.json and plots; returns the summary.
+
+  Each finished dataset is saved to `datasets/<name>.json`; the same command run again in the same workdir
+  reuses those and trains only the rest, reproducing the uninterrupted run's log and summary.
+  """
   workdir = pathlib.Path(workdir)
+  (workdir / "datasets").mkdir(parents=True, exist_ok=True)
+  check_same_config(workdir / "config.json", config.to_dict(), ignore=frozenset({"plots"}))
   common.write_config(workdir, config)
   log = common.JsonLines(workdir)
   summary = {}
   for dataset in config.datasets:
+    saved = workdir / "datasets" / f"{dataset}.json"
+    if saved.exists():
+      done = json.loads(saved.read_text())
+      summary[dataset] = done["summary"]
+      for record in done["records"]:
+        log.write(record)
+      print(f"{dataset}: loaded from {saved}", flush=True)
+      continue
+    records = []
     ds = config[dataset]
     task = load_task(dataset, ds)
     print(f"{dataset}: {task.x_train.shape[0]} train / {task.x_test.shape[0]} test examples, train group counts "
@@ -140,10 +158,11 @@ def run(config, workdir: str):
       history = [{k: (v if k == "step" else np.asarray(v)[sel]) for k, v in h.items()} for h in all_history]
       for h in history:
         for i, (seed, lr) in enumerate(runs):
-          log.write({"kind": "eval", "step": int(h["step"]), "run": sel[i], "seed": int(seed),
-                     "hparams": {"dataset": dataset, "method": method, "learning_rate": float(lr)},
-                     "metrics": {k: (np.asarray(v[i]).tolist() if np.ndim(v[i]) else common.finite_or_none(v[i]))
-                                 for k, v in h.items() if k != "step"}})
+          records.append({"kind": "eval", "step": int(h["step"]), "run": sel[i], "seed": int(seed),
+                          "hparams": {"dataset": dataset, "method": method, "learning_rate": float(lr)},
+                          "metrics": {k: (np.asarray(v[i]).tolist() if np.ndim(v[i]) else
+                                          common.finite_or_none(v[i])) for k, v in h.items() if k != "step"}})
+          log.write(records[-1])
       final = history[-1]
       label = common.method_label(method, config)
       by_lr = {}
@@ -164,6 +183,9 @@ def run(config, workdir: str):
       print(f"  {label:22s} test acc {first['test_accuracy']['mean']:.4f} ± {first['test_accuracy']['std']:.4f}  "
             f"worst-group {first['worst_group_accuracy']['mean']:.4f} ± {first['worst_group_accuracy']['std']:.4f}  "
             f"(lr={ds.learning_rates[0]:g}, {len(config.seeds)} seeds)", flush=True)
+    tmp = saved.with_suffix(".tmp")  # renamed when complete: a cut-off write is never mistaken for a result
+    tmp.write_text(json.dumps({"summary": summary[dataset], "records": records}))
+    os.replace(tmp, saved)
   log.close()
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
   print(format_table(summary))

@@ -1,6 +1,6 @@
 """The experiments that save results per unit of work resume where an interruption stopped them and reproduce
-the uninterrupted run: inductive bias per (task, space), EnsLoss per (model, loss). A workdir holding another
-config's results is refused rather than mixed in."""
+the uninterrupted run: inductive bias per (task, space), EnsLoss per (model, loss), reweighted classification
+per dataset. A workdir holding another config's results is refused rather than mixed in."""
 import json
 import shutil
 
@@ -60,4 +60,22 @@ def test_ensloss_resumes_per_model_and_loss(tmp_path):
   assert json.loads((tmp_path / "results.json").read_text())["accuracy"] == first["accuracy"]
   config.epochs += 1
   with pytest.raises(ValueError, match=r"different config \(differs in: \['epochs'\]\)"):
+    main_lib.run_experiment(config, str(tmp_path))
+
+
+def test_reweighting_classification_resumes_per_dataset(tmp_path):
+  config = main_lib.load_config("experiments/configs/reweighting_classification.py:quick")
+  config.plots = False
+  main_lib.run_experiment(config, str(tmp_path))
+  log, summary = ((tmp_path / name).read_bytes() for name in ("metrics.jsonl", "summary.json"))
+  first, last = (tmp_path / "datasets" / f"{name}.json" for name in (config.datasets[0], config.datasets[-1]))
+  first_mtime = first.stat().st_mtime_ns
+  last.unlink()  # interrupted while training the last dataset, its log half written
+  (tmp_path / "metrics.jsonl").write_bytes(log[:len(log) // 2])
+  main_lib.run_experiment(config, str(tmp_path))
+  assert first.stat().st_mtime_ns == first_mtime and last.exists()  # the first dataset was loaded, not retrained
+  assert (tmp_path / "metrics.jsonl").read_bytes() == log
+  assert (tmp_path / "summary.json").read_bytes() == summary
+  config.seeds = (0,)
+  with pytest.raises(ValueError, match=r"different config \(differs in: \['seeds'\]\)"):
     main_lib.run_experiment(config, str(tmp_path))
