@@ -3,8 +3,9 @@
 
 Their `:quick` variants swap in offline stand-ins, so these are the only runs of the file-reading path of
 each experiment before a GPU user's: `data_dir` reaching the loader, flattening, standardising, PCA at every
-listed dimension, class pairs, tables of different widths. Task lists, spaces, methods and models keep the
-full configs' structure; widths, sample counts and steps are small.
+listed dimension, class pairs, tables of different widths. The inductive-bias runs keep the full configs'
+task and space lists; the others cut methods, models and losses down to what exercises the data path. Widths,
+sample counts and steps are small throughout.
 """
 import json
 
@@ -12,10 +13,6 @@ import numpy as np
 import pytest
 
 from experiments import main as main_lib
-
-
-def _rows(workdir):
-  return [json.loads(line) for line in next(workdir.rglob("metrics.jsonl")).read_text().splitlines()]
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
@@ -66,8 +63,8 @@ def test_ensloss_cifar10_full_config_on_pickles(tmp_path, write_fake_cifar10):
 
 
 def test_ensloss_tabular_config_on_csv_and_arff(tmp_path):
-  """The documented OpenML route: tables of different widths from `data_files`, label in the last column, rows
-  with missing values dropped."""
+  """The documented OpenML route: tables of different widths from `data_files`, label in the last column (the
+  CSV has a header, string labels and a row with a missing value)."""
   rng = np.random.default_rng(0)
   csv_x = rng.normal(size=(120, 3))
   csv_rows = ["f1,f2,f3,label"] + [",".join(f"{v:.4f}" for v in x) + f",{'yes' if x[0] > 0 else 'no'}"
