@@ -44,11 +44,13 @@ def check_binary_labels(labels: Any, name: str = "labels") -> None:
 
 
 def check_class_labels(labels: Any, num_classes: int, name: str = "labels") -> None:
+  """Integer labels (checked under jit too: the dtype is static) in [0, num_classes) (when concrete)."""
+  dtype = np.dtype(getattr(labels, "dtype", None) or np.asarray(labels).dtype)
+  if not np.issubdtype(dtype, np.integer):
+    raise ValueError(f"`{name}` must be integer class indices, got dtype {dtype}.")
   value = concrete_value(labels)
   if value is None:
     return
-  if not np.issubdtype(value.dtype, np.integer):
-    raise ValueError(f"`{name}` must be integer class indices, got dtype {value.dtype}.")
   if value.size and (value.min() < 0 or value.max() >= num_classes):
     raise ValueError(f"`{name}` must lie in [0, {num_classes}); found range [{value.min()}, {value.max()}].")
 

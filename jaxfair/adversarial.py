@@ -81,6 +81,10 @@ def _check_attack_args(eps, step_size, num_steps, norm, bounds) -> None:
   _checks.check_positive(step_size, "step_size", allow_zero=True)
   if not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
     raise ValueError(f"`num_steps` must be a Python int >= 0 (it fixes the loop length), got {num_steps!r}.")
+  _check_bounds(bounds)
+
+
+def _check_bounds(bounds) -> None:
   if bounds is not None:
     if len(bounds) != 2:
       raise ValueError(f"`bounds` must be a (low, high) pair or None, got {bounds!r}.")
@@ -95,6 +99,39 @@ def _check_inputs(x, y) -> None:
   _checks.check_same_leading(x, y, "x", "y")
   if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
     raise ValueError(f"`x` must be a floating-point array (inputs to attack), got dtype {jnp.result_type(x)}.")
+
+
+def _check_in_bounds(x, bounds) -> None:
+  """A concrete `x` must lie in the box (up to rounding): the projection would otherwise clip it into the box,
+  far outside the eps-ball (e.g. 0..255 images with the default bounds (0, 1))."""
+  if bounds is None:
+    return
+  v, lo, hi = (_checks.concrete_value(a) for a in (x, *bounds))
+  if v is None or lo is None or hi is None or v.size == 0:
+    return
+  tol = 1e-6 * max(1.0, float(np.max(np.abs(lo))), float(np.max(np.abs(hi))))
+  if np.any(v < lo - tol) or np.any(v > hi + tol):
+    vmin, vmax = float(v.min()), float(v.max())
+    fix = (min(math.floor(vmin), float(np.min(lo))), max(math.ceil(vmax), float(np.max(hi))))
+    raise ValueError(f"`x` must lie in `bounds` ({lo.tolist()}, {hi.tolist()}); found [{vmin:g}, {vmax:g}]: scale "
+                     f"the inputs or pass bounds=({fix[0]:g}, {fix[1]:g}).")
+
+
+def _check_same_shape(a, b, name_a: str, name_b: str) -> None:
+  if np.shape(a) != np.shape(b):
+    raise ValueError(f"`{name_a}` (shape {np.shape(a)}) must have the same shape as `{name_b}` (shape "
+                     f"{np.shape(b)}).")
+
+
+def _check_fraction(value, name: str) -> None:
+  v = _checks.concrete_value(value)
+  if v is not None and not np.all((v > 0) & (v <= 1)):
+    raise ValueError(f"`{name}` must be in (0, 1] (a share of the classes, e.g. 0.3), got {v.tolist()}.")
+
+
+def _check_barrier_config(config: BarrierConfig) -> None:
+  _checks.check_positive(config.mu, "config.mu")
+  _checks.check_positive(config.lam, "config.lam", allow_zero=True)
 
 
 def _bcast(v: Array, x: Array) -> Array:
@@ -135,6 +172,15 @@ def project(x_adv: Array, x: Array, *, eps, norm: str = "linf", bounds=(0.0, 1.0
   (L_inf), or shrinks an example whose computed ||x' - x||_2 exceeds eps (L_2), so feasibility holds exactly
   in floating point. `x` must itself lie in the box.
   """
+  _checks.check_positive(eps, "eps", allow_zero=True)
+  _check_bounds(bounds)
+  _check_same_shape(x_adv, x, "x_adv", "x")
+  _check_in_bounds(x, bounds)
+  return _project(x_adv, x, eps=eps, norm=norm, bounds=bounds, exact=exact)
+
+
+def _project(x_adv: Array, x: Array, *, eps, norm: str, bounds, exact: bool) -> Array:
+  """`project` without the input checks (the attacks check their arguments once)."""
   eps = jnp.asarray(eps, x.dtype)
   if norm == "linf":
     lower, upper = _interval(x, eps, bounds)
@@ -212,12 +258,13 @@ def pgd_attack(loss_fn: LossFn, params: PyTree, x: Array, y: Array, key: Array, 
   """
   _check_attack_args(eps, step_size, num_steps, norm, bounds)
   _check_inputs(x, y)
+  _check_in_bounds(x, bounds)
   params = jax.lax.stop_gradient(params)
   x = jax.lax.stop_gradient(x)
   dtype = x.dtype
   eps = jnp.asarray(eps, dtype)
   step_size = jnp.asarray(step_size, dtype)
-  proj = functools.partial(project, x=x, eps=eps, norm=norm, bounds=bounds, exact=False)
+  proj = functools.partial(_project, x=x, eps=eps, norm=norm, bounds=bounds, exact=False)
   x0 = proj(x + _random_start(key, x, eps, norm)) if random_start else x
   grad_fn = jax.grad(lambda xa: jnp.sum(loss_fn(params, xa, y)))
 
@@ -230,7 +277,7 @@ def pgd_attack(loss_fn: LossFn, params: PyTree, x: Array, y: Array, key: Array, 
     return proj(xa + step_size * direction)
 
   x_adv = jax.lax.fori_loop(0, num_steps, body, x0)
-  x_adv = project(x_adv, x, eps=eps, norm=norm, bounds=bounds, exact=True)
+  x_adv = _project(x_adv, x, eps=eps, norm=norm, bounds=bounds, exact=True)
   return jax.lax.stop_gradient(x_adv)
 
 
@@ -288,6 +335,7 @@ def barrier_objective(loss_fn: LossFn, params: PyTree, x: Array, y: Array, delta
 
   with [a_j, b_j] = [max(-eps, lo - x_j), min(eps, hi - x_j)]. +inf outside the open interval.
   """
+  _check_same_shape(delta, x, "delta", "x")
   a, b = _delta_interval(x, eps, bounds)
   inside = (delta > a) & (delta < b)
   log_gap = jnp.log(jnp.where(inside, delta - a, 1.0)) + jnp.log(jnp.where(inside, b - delta, 1.0))
@@ -347,6 +395,8 @@ def solve_barrier_attack(loss_fn: LossFn, params: PyTree, x: Array, y: Array, de
   H d = -grad by truncated CG on Hessian-vector products, caps the step at 0.95 of the distance to the
   boundary, and backtracks (Armijo) over {1, 1/2, ..., 1/128} of it, all per example.
   """
+  _check_same_shape(delta0, x, "delta0", "x")
+  _check_barrier_config(config)
   params = jax.lax.stop_gradient(params)
   a, b = _delta_interval(x, eps, bounds)
   width = b - a
@@ -415,6 +465,7 @@ def implicit_attack(loss_fn: LossFn, params: PyTree, x: Array, y: Array, key: Ar
   if norm != "linf":
     raise ValueError(f"`norm` must be 'linf' for the implicit (log-barrier) attack, got {norm!r}; the barrier "
                      "is written for per-coordinate intervals.")
+  _check_barrier_config(config)
   x = jax.lax.stop_gradient(x)
   x_pgd = pgd_attack(loss_fn, params, x, y, key, eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
                      random_start=random_start, bounds=bounds)
@@ -426,8 +477,7 @@ def implicit_perturbation(*, eps=8 / 255, step_size=2 / 255, num_steps: int = 10
                           bounds: Sequence[float] | None = (0.0, 1.0), config: BarrierConfig = BarrierConfig()):
   """`implicit_attack` as a training-step `Perturbation` (its output carries the implicit hypergradient)."""
   _check_attack_args(eps, step_size, num_steps, "linf", bounds)
-  _checks.check_positive(config.mu, "config.mu")
-  _checks.check_positive(config.lam, "config.lam", allow_zero=True)
+  _check_barrier_config(config)
 
   def perturb(loss_fn, params, x, y, key):
     return implicit_attack(loss_fn, params, x, y, key, eps=eps, step_size=step_size, num_steps=num_steps,
@@ -520,6 +570,7 @@ def done_objective(loss_fn: LossFn, params: PyTree, x: Array, y: Array, key: Arr
 def tail_accuracy(per_class: Array, counts: Array, fraction: float = 0.3) -> Array:
   """Mean accuracy over the ceil(fraction * K) classes with the lowest accuracy (classes with no test example
   are skipped when enough others exist): RA-Tail-30 for fraction = 0.3 on robust per-class accuracy."""
+  _check_fraction(fraction, "fraction")
   num_classes = per_class.shape[-1]
   k = max(1, int(math.ceil(fraction * num_classes - 1e-9)))
   masked = jnp.where(counts > 0, per_class, jnp.inf)
@@ -552,7 +603,14 @@ def robust_evaluate(logits_fn: Callable[[PyTree, Array], Array], params: PyTree,
   """
   _check_attack_args(eps, step_size, num_steps, norm, bounds)
   _check_inputs(x, y)
+  _checks.check_ndim(y, 1, "y")
+  if x.shape[0] == 0:
+    raise ValueError(f"`x` is empty (shape {x.shape}): pass at least one example.")
+  if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+    raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
+  _check_fraction(tail_fraction, "tail_fraction")
   _checks.check_class_labels(y, num_classes, "y")
+  _check_in_bounds(x, bounds)
   n = x.shape[0]
   batch_size = int(min(batch_size, n))
   num_batches = -(-n // batch_size)

@@ -109,6 +109,54 @@ def test_pgd_bad_input_names_the_argument():
     adv.done(1.0, gradient="implicit", norm="l2")
 
 
+_ATTACK = dict(eps=8 / 255, step_size=2 / 255, num_steps=1)
+_logits = lambda p, xx: xx.reshape(xx.shape[0], -1) @ p["w"] + p["b"][None, :]
+_evaluate = functools.partial(adv.robust_evaluate, _logits, num_classes=4, num_steps=1)
+_BAD_INPUTS = {  # name: (call(params, x, y, key), message pattern)
+    "pgd_x_outside_bounds": (lambda p, x, y, k: adv.pgd_attack(_linear_ce, p, 255 * x, y, k, **_ATTACK),
+                             r"`x` must lie in `bounds` \(0.0, 1.0\); found \[0, 255\].*bounds=\(0, 255\)"),
+    "evaluate_x_outside_bounds": (lambda p, x, y, k: _evaluate(p, 255 * x, y, k), r"`x` must lie in `bounds`"),
+    "project_negative_eps": (lambda p, x, y, k: adv.project(x + 0.5, x, eps=-1.0), r"`eps` must be >= 0"),
+    "project_reversed_bounds": (lambda p, x, y, k: adv.project(x, x, eps=0.1, bounds=(1.0, 0.0)), r"`bounds`"),
+    "project_shape": (lambda p, x, y, k: adv.project(x[:1], x[0], eps=0.1),
+                      r"`x_adv` \(shape \(1, 16\)\).*same shape"),
+    "implicit_config": (lambda p, x, y, k: adv.implicit_attack(_linear_ce, p, x, y, k, **_ATTACK,
+                                                               config=adv.BarrierConfig(mu=-1.0)), r"`config.mu`"),
+    "solve_delta0_shape": (lambda p, x, y, k: adv.solve_barrier_attack(_linear_ce, p, x, y, x[:, :1], eps=0.1),
+                           r"`delta0` \(shape \(8, 1\)\) must have the same shape as `x`"),
+    "objective_delta_shape": (lambda p, x, y, k: adv.barrier_objective(_linear_ce, p, x, y, x[:, :1], eps=0.1),
+                              r"`delta` \(shape"),
+    "tail_fraction_30": (lambda p, x, y, k: adv.tail_accuracy(jnp.ones(4), jnp.ones(4), 30),
+                         r"`fraction` must be in \(0, 1\]"),
+    "tail_fraction_negative": (lambda p, x, y, k: adv.tail_accuracy(jnp.ones(4), jnp.ones(4), fraction=-0.3),
+                               r"`fraction`"),
+    "evaluate_tail_fraction": (lambda p, x, y, k: _evaluate(p, x, y, k, tail_fraction=30), r"`tail_fraction`"),
+    "evaluate_batch_size": (lambda p, x, y, k: _evaluate(p, x, y, k, batch_size=0),
+                            r"`batch_size` must be a positive int"),
+    "evaluate_empty": (lambda p, x, y, k: _evaluate(p, x[:0], y[:0], k), r"`x` is empty"),
+    "evaluate_y_2d": (lambda p, x, y, k: _evaluate(p, x, y[:, None], k), r"`y` must have 1 dimensions"),
+}
+
+
+@pytest.mark.parametrize("call,match", list(_BAD_INPUTS.values()), ids=list(_BAD_INPUTS))
+def test_bad_input_names_the_argument_and_the_fix(call, match):
+  params, x, y = _problem(n=8)
+  with pytest.raises(ValueError, match=match):
+    call(params, x, y, jax.random.key(0))
+
+
+def test_value_checks_allow_rounding_and_skip_tracers():
+  params, x, y = _problem(n=8)
+  key = jax.random.key(0)
+  # Rounding just past the box is tolerated; 0..255 inputs are fine with matching bounds.
+  adv.pgd_attack(_linear_ce, params, x.at[0, 1].set(1.0 + 1e-7), y, key, **_ATTACK)
+  x255 = adv.pgd_attack(_linear_ce, params, 255 * x, y, key, **{**_ATTACK, "eps": 8.0}, bounds=(0, 255))
+  assert float(jnp.max(jnp.abs(x255 - 255 * x))) <= 8.0
+  # Under jit the values are tracers: no value check, no error (shape checks still apply).
+  jax.jit(lambda xx: adv.pgd_attack(_linear_ce, params, xx, y, key, **_ATTACK))(255 * x)
+  np.testing.assert_allclose(adv.project(x + 0.5, x, eps=0.1), jnp.minimum(x + 0.1, 1.0), atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # DONE objective: weights and value against NumPy.
 

@@ -37,6 +37,17 @@ class TestOffline:
   def test_select_classes_relabels(self):
     pair = data.select_classes(data.load_digits(), (3, 8))
     assert pair.num_classes == 2 and set(np.unique(pair.y_train)) == {0, 1}
+    for bad in ((3, 3), (0, -1), (0, 10)):
+      with pytest.raises(ValueError, match=r"`classes` must be distinct labels in \[0, 10\)"):
+        data.select_classes(data.load_digits(), bad)
+
+  def test_split_rejects_nan_features_and_too_few_classes(self):
+    x, y = np.ones((12, 2)), np.arange(12) % 3
+    with pytest.raises(ValueError, match=r"`y` has labels up to 2 but `num_classes` is 2"):
+      data.split(x, y, num_classes=2)
+    x[[4, 7], 1] = np.nan
+    with pytest.raises(ValueError, match=r"`x` has NaN or Inf in rows \[4, 7\]"):
+      data.split(x, y)
 
 
 class TestFiles:
@@ -102,6 +113,19 @@ class TestFiles:
     ragged.write_text("1,2,0\n3,1\n")
     with pytest.raises(ValueError, match="r.csv.*row 2"):
       data.load_csv(ragged)
+
+  def test_table_columns_and_delimiter_errors(self, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,c\n1,2,3\n5,6,7\n")
+    for bad in (3, -4):
+      with pytest.raises(ValueError, match=rf"`label_column` {bad} is out of range for 3 columns"):
+        data.load_csv(path, label_column=bad)
+    with pytest.raises(ValueError, match="one column when split on `delimiter` ';'"):
+      data.load_csv(path, delimiter=";")
+    for first in (0, -3):
+      x, y = data.load_csv(path, label_column=first)
+      np.testing.assert_array_equal(y, [1, 5])
+      np.testing.assert_array_equal(x, [[2, 3], [6, 7]])
 
   def test_arff_round_trip(self, tmp_path):
     path = tmp_path / "t.arff"

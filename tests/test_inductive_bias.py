@@ -172,6 +172,12 @@ def test_bad_losses():
     ib.inductive_bias(good, 0.5, method="gaussian")
   with pytest.raises(ValueError, match="constant"):
     ib.fit_scaled_ncx2(np.ones(100))
+  for bad in (95, -0.5, 1.0):
+    with pytest.raises(ValueError, match="`confidence`"):
+      ib.empirical_tail(good, 1.5, confidence=bad)
+  for bad in (0.0, -0.05, 5.0):
+    with pytest.raises(ValueError, match="`alpha`"):
+      ib.dkw_band(good, 1.5, alpha=bad)
 
 
 def test_bad_sampler_inputs():
@@ -187,8 +193,33 @@ def test_bad_sampler_inputs():
     ib.gp_posterior_losses(key, xtr[:, :2], ytr, xte, yte, num_samples=10)
   with pytest.raises(ValueError, match="depth"):
     ib.nn_hypothesis_losses(key, (xtr, ytr), (xte, yte), num_hypotheses=2, width=4, depth=-1)
+  with pytest.raises(ValueError, match="`batch_size`"):
+    ib.nn_hypothesis_losses(key, (xtr, ytr), (xte, yte), num_hypotheses=2, width=4, depth=1, batch_size=0)
+  mlp = dict(width=4, depth=1, epochs=2)
+  data = (xtr, ytr, xte, yte)
+  cases = [((xtr, ytr, xte, yte[:, :1]), {}, "`y_test`"), ((xtr, ytr[:, 0], xte, yte), {}, "`y_train`"),
+           ((xtr, ytr[:4], xte, yte), {}, "`y_train`"), ((xtr, ytr, xte[:, :2], yte), {}, "`x_train`"),
+           (data, {"learning_rate": -1.0}, "`learning_rate`"), (data, {"epochs": -1}, "`epochs`"),
+           (data, {"width": 2.5}, "`width`"), (data, {"batch_size": 0}, "`batch_size`")]
+  for args, kw, match in cases:
+    with pytest.raises(ValueError, match=match):
+      ib.train_mlp_hypothesis(key, *args, **{**mlp, **kw})
+  with pytest.raises(ValueError, match="`lengthscale`"):
+    ib.gp_posterior_samples(key, xtr, ytr, xte, num_samples=4, lengthscale=0.0)
+  with pytest.raises(ValueError, match="`jitter`"):
+    ib.gp_posterior_samples(key, xtr, ytr, xte, num_samples=4, jitter=-1.0)
+  with pytest.raises(ValueError, match="`jitter`"):
+    ib.gp_loss_distribution(xtr, ytr, xte, yte, jitter=-1.0)
+  with pytest.raises(ValueError, match="`y_test`"):
+    ib.gp_loss_distribution(xtr, ytr, xte, None)
   with pytest.raises(ValueError, match="GeneralizedChiSquared|weights"):
     ib.GeneralizedChiSquared(np.array([0.0, 1.0]), 1.0, 0.0)
+  for params, match in [((5.0, 1.0, -1.0), "`scale`"), ((5.0, 1.0, 0.0), "`scale`"), ((-1.0, 1.0, 1.0), "`nu`"),
+                        ((5.0, -1.0, 1.0), "`delta`"), ((5.0, 1.0, np.inf), "`scale`")]:
+    with pytest.raises(ValueError, match=match):
+      ib.ncx2_logcdf(1.0, *params)
+    with pytest.raises(ValueError, match=match):
+      ib.scaled_ncx2(*params)
 
 
 def test_gp_chunking_does_not_change_samples():

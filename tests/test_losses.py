@@ -101,6 +101,9 @@ def test_softmax_cross_entropy_and_squared_error(x64):
                              ref, rtol=1e-12)
   with pytest.raises(ValueError, match=r"\[0, 3\)"):
     losses.softmax_cross_entropy(jnp.asarray(logits), jnp.array([0, 1, 3, 0, 0]))
+  for loss in (losses.softmax_cross_entropy, losses.one_hot_mean_squared_error):  # float labels, even under jit
+    with pytest.raises(ValueError, match="`labels` must be integer class indices"):
+      jax.jit(loss)(jnp.asarray(logits), jnp.asarray(labels, jnp.float32))
   p, q = RNG.normal(size=(5, 3)), RNG.normal(size=(5, 3))
   np.testing.assert_allclose(np.asarray(losses.mean_squared_error(jnp.asarray(p), jnp.asarray(q))),
                              ((p - q) ** 2).mean(1), rtol=1e-12)

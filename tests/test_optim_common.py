@@ -252,3 +252,12 @@ def test_donated_update_copies_no_leaf(name, channel_axis):
   leaf_copy = re.compile(r"= f32\[\d+,[\d,]*\]\S* copy\(")
   leaf_copies = [line.strip()[:120] for line in entry.splitlines() if leaf_copy.search(line)]
   assert not leaf_copies, leaf_copies
+
+
+def test_project_rejects_mismatched_shapes():
+  p = jnp.ones((3, 4))
+  kw = dict(eps=1e-8, delta=0.1, wd_ratio=0.1, channel_axis=-1)
+  with pytest.raises(ValueError, match=r"`g` \(shape \(4, 3\)\) must have the shape of `p` \(\(3, 4\)\)"):
+    optim.project(p, jnp.ones((4, 3)), p, **kw)
+  with pytest.raises(ValueError, match=r"`d` \(shape \(3, 1\)\) must have the shape of `p`"):
+    optim.project(p, p, jnp.ones((3, 1)), **kw)

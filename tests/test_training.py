@@ -10,8 +10,8 @@ from jaxfair import data, losses, models, training
 from jaxfair.data import Batch
 
 
-def _digits_program(batch_size=64, width=32, **kw):
-  ds = data.load_digits()
+def _digits_program(batch_size=64, width=32, ds=None, **kw):
+  ds = data.load_digits() if ds is None else ds
   return training.make_train(
       model=models.mlp(ds.input_shape, 10, width=width, depth=1), loss=losses.softmax_cross_entropy, data=ds,
       batch_size=batch_size,
@@ -142,3 +142,22 @@ def test_identity_perturbation_leaves_training_unchanged():
   hp = {"learning_rate": 1e-3}
   run = lambda p: jax.jit(functools.partial(training.train, p, num_steps=5))(jax.random.key(0), hp)[1]["loss"]
   np.testing.assert_allclose(run(plain), run(perturbed), rtol=1e-6)
+
+
+def test_make_train_rejects_bad_data_and_sizes():
+  ds = data.load_digits()
+  with pytest.raises(ValueError, match=r"`data.x_train` .* and `data.y_train` .* same number of examples"):
+    _digits_program(ds=ds._replace(y_train=ds.y_train[:-1]))
+  with pytest.raises(ValueError, match=r"`data.y_test` must lie in \[0, 10\); found range \[0, 10\]"):
+    _digits_program(ds=ds._replace(y_test=np.where(np.arange(len(ds.y_test)) == 3, 10, ds.y_test)))
+  with pytest.raises(ValueError, match="`eval_batch_size` must be positive"):
+    _digits_program(eval_batch_size=0)
+
+
+def test_batches_and_masked_mean_reject_mismatched_shapes():
+  with pytest.raises(ValueError, match=r"`x` and `y` must have the same number of examples"):
+    data.padded_batches(jnp.zeros((5, 2)), jnp.arange(3), 2)
+  with pytest.raises(ValueError, match=r"`x` and `y` must have the same number of examples"):
+    data.epoch_batch(jax.random.key(0), jnp.zeros((5, 2)), jnp.arange(3), 0, 2)
+  with pytest.raises(ValueError, match=r"`mask` \(shape \(4, 1\)\) must have the shape of `values`"):
+    training.masked_mean(jnp.arange(4.0), jnp.ones((4, 1), bool))

@@ -28,6 +28,16 @@ def num_batches(num_examples: int, batch_size: int) -> int:
   return math.ceil(num_examples / batch_size)
 
 
+def _num_examples(x, y) -> int:
+  """The common leading dimension of every array in `x` and `y` (a clear error when they disagree)."""
+  sizes = {name: {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(tree)}
+           for name, tree in (("x", x), ("y", y))}
+  if len(sizes["x"] | sizes["y"]) != 1 or None in sizes["x"] | sizes["y"]:
+    raise ValueError(f"`x` and `y` must have the same number of examples along axis 0; got leading sizes "
+                     f"{sorted(map(str, sizes['x']))} for `x` and {sorted(map(str, sizes['y']))} for `y`.")
+  return sizes["x"].pop()
+
+
 def _gather(tree, idx):
   return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), tree)
 
@@ -40,7 +50,7 @@ def epoch_permutation(key: Array, epoch: Array, num_examples: int, batch_size: i
 
 def batch_from_permutation(perm: Array, index: Array, x, y, batch_size: int) -> Batch:
   """Batch number `index` of an epoch whose (padded) order is `perm`."""
-  n = jax.tree.leaves(x)[0].shape[0]
+  n = _num_examples(x, y)
   start = index * batch_size
   idx = jax.lax.dynamic_slice_in_dim(perm, start, batch_size)
   mask = start + jnp.arange(batch_size) < n
@@ -54,14 +64,14 @@ def epoch_batch(key: Array, x, y, step: Array, batch_size: int) -> Batch:
   permutation on every call; loops should draw each epoch's permutation once (`epoch_permutation`) and
   slice batches from it (`batch_from_permutation`), as `jaxfair.training.make_train` does.
   """
-  n = jax.tree.leaves(x)[0].shape[0]
+  n = _num_examples(x, y)
   epoch, index = jnp.divmod(step, num_batches(n, batch_size))
   return batch_from_permutation(epoch_permutation(key, epoch, n, batch_size), index, x, y, batch_size)
 
 
 def padded_batches(x, y, batch_size: int) -> Batch:
   """All examples in order as (num_batches, batch_size, ...) stacks, padded, with the mask (for evaluation)."""
-  n = jax.tree.leaves(x)[0].shape[0]
+  n = _num_examples(x, y)
   nb = num_batches(n, batch_size)
   idx = jnp.arange(nb * batch_size)
   mask = idx < n

@@ -134,11 +134,9 @@ def load_csv(path: str | os.PathLike, *, label_column: int | str = -1, delimiter
     header = any(not _is_number(c) for c in rows[0] if c.strip())
   names = [c.strip() for c in rows[0]] if header else [str(i) for i in range(len(rows[0]))]
   rows = rows[1:] if header else rows
-  if isinstance(label_column, str):
-    if label_column not in names:
-      raise ValueError(f"{path}: label_column {label_column!r} not among the columns {names}.")
-    label_column = names.index(label_column)
-  label_column %= len(names)
+  if len(names) < 2:
+    raise ValueError(f"{path}: one column when split on `delimiter` {delimiter!r}; pass the file's delimiter.")
+  label_column = _column_index(path, label_column, names)
   if any(len(r) != len(names) for r in rows):
     bad = next(i for i, r in enumerate(rows) if len(r) != len(names))
     raise ValueError(f"{path}: row {bad + 1 + header} has {len(rows[bad])} fields, expected {len(names)}.")
@@ -161,11 +159,7 @@ def load_arff(path: str | os.PathLike, *, label_column: int | str = -1) -> tuple
   except Exception as e:  # scipy raises several types for malformed files
     raise ValueError(f"{path}: cannot parse ARFF ({e}).") from e
   names = list(meta.names())
-  if isinstance(label_column, str):
-    if label_column not in names:
-      raise ValueError(f"{path}: label_column {label_column!r} not among the attributes {names}.")
-    label_column = names.index(label_column)
-  label_name = names[label_column % len(names)]
+  label_name = names[_column_index(path, label_column, names)]
   columns = []
   for name in names:
     if name == label_name:
@@ -180,6 +174,18 @@ def load_arff(path: str | os.PathLike, *, label_column: int | str = -1) -> tuple
   labels = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in records[label_name]])
   keep = ~np.isnan(x).any(axis=1) & (labels != "?")
   return x[keep], _maybe_numeric(labels[keep])
+
+
+def _column_index(path: pathlib.Path, label_column: int | str, names: list[str]) -> int:
+  """`label_column` (a name, or an index that may be negative) as an index into `names`."""
+  if isinstance(label_column, str):
+    if label_column not in names:
+      raise ValueError(f"{path}: `label_column` {label_column!r} is not among the columns {names}.")
+    return names.index(label_column)
+  if not -len(names) <= label_column < len(names):
+    raise ValueError(f"{path}: `label_column` {label_column} is out of range for {len(names)} columns "
+                     f"(use 0..{len(names) - 1}, or -1 for the last).")
+  return label_column % len(names)
 
 
 def load_table(path: str | os.PathLike, *, label_column: int | str = -1, seed: int = 0,

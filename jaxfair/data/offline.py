@@ -43,10 +43,17 @@ def split(x: np.ndarray, y: np.ndarray, *, seed: int = 0, test_fraction: float =
     raise ValueError(f"`x` has {x.shape[0]} rows but `y` has {y.shape[0]}; they must match.")
   if not 0.0 < test_fraction < 1.0:
     raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
+  if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+    rows = np.flatnonzero(~np.all(np.isfinite(x.reshape(len(x), -1)), axis=1))
+    raise ValueError(f"`x` has NaN or Inf in rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}; drop or "
+                     "impute them first (`load_csv` / `load_arff` drop rows with missing values).")
   classes, y_idx = np.unique(y, return_inverse=True)
   if not np.issubdtype(y.dtype, np.integer) or classes.min() < 0:
     y = y_idx
   y = y.astype(np.int32)
+  if num_classes is not None and y.max() >= num_classes:
+    raise ValueError(f"`y` has labels up to {y.max()} but `num_classes` is {num_classes}; pass a larger "
+                     "`num_classes` or leave it None (inferred).")
   num_classes = int(num_classes or (y.max() + 1))
   rng = np.random.default_rng(seed)
   test_mask = np.zeros(len(y), dtype=bool)
@@ -102,6 +109,9 @@ def load_iris(*, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
 
 def select_classes(data: Dataset, classes: tuple[int, ...]) -> Dataset:
   """Keeps only `classes`, relabelled 0..len(classes)-1 in the given order (e.g. a one-vs-one pair)."""
+  if len(set(classes)) != len(classes) or not all(0 <= c < data.num_classes for c in classes):
+    raise ValueError(f"`classes` must be distinct labels in [0, {data.num_classes}), got {tuple(classes)}.")
+
   def pick(x, y):
     keep = np.isin(y, classes)
     relabel = np.full(data.num_classes, -1, dtype=np.int32)

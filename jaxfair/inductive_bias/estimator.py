@@ -78,6 +78,11 @@ def _check_target(target_error) -> np.ndarray:
   return eps
 
 
+def _check_unit_interval(value, name: str) -> None:
+  if not 0 < value < 1:
+    raise ValueError(f"`{name}` must be in (0, 1), got {value}.")
+
+
 def _shape(eps: np.ndarray, v):
   v = np.asarray(v, np.float64)
   return float(v) if eps.ndim == 0 else v
@@ -85,6 +90,7 @@ def _shape(eps: np.ndarray, v):
 
 def dkw_band(losses, x, alpha: float = 0.05):
   """(F_N(x), lower, upper): the empirical CDF and its DKW band (uniform over x, level 1 - alpha)."""
+  _check_unit_interval(alpha, "alpha")
   z = np.sort(fit_lib.check_losses(losses, min_samples=1))
   f = np.searchsorted(z, np.asarray(x, np.float64), side="right") / z.size
   half = math.sqrt(math.log(2.0 / alpha) / (2.0 * z.size))
@@ -95,6 +101,7 @@ def empirical_tail(losses, target_error, confidence: float = 0.95):
   """(p_hat, p_low, p_high): P(e <= eps) estimate and Clopper-Pearson interval."""
   x = fit_lib.check_losses(losses, min_samples=1)
   eps = _check_target(target_error)
+  _check_unit_interval(confidence, "confidence")
   n = x.size
   k = np.sum(x[:, None] <= np.atleast_1d(eps)[None, :], axis=0).astype(np.float64)
   a = 1.0 - confidence
@@ -123,8 +130,7 @@ def inductive_bias(losses, target_error, method: str = "ncx2", *, confidence: fl
     >>> print(f"{ib.bits:.1f} bits [{ib.bits_low:.1f}, {ib.bits_high:.1f}]")
   """
   eps = _check_target(target_error)
-  if not 0 < confidence < 1:
-    raise ValueError(f"`confidence` must be in (0, 1), got {confidence}.")
+  _check_unit_interval(confidence, "confidence")
   if method == "empirical":
     x = fit_lib.check_losses(losses, min_samples=1)
     p, lo, hi = empirical_tail(x, eps, confidence)

@@ -43,6 +43,8 @@ import math
 import numpy as np
 from scipy import integrate, optimize, special, stats
 
+from jaxfair import _checks
+
 
 @dataclasses.dataclass(frozen=True)
 class GeneralizedChiSquared:
@@ -111,8 +113,16 @@ class GeneralizedChiSquared:
     return np.exp(self.logcdf(x))
 
 
+def _check_ncx2_params(nu, delta, scale) -> None:
+  for name, v, allow_zero in (("nu", nu, False), ("delta", delta, True), ("scale", scale, False)):
+    _checks.check_positive(v, name, allow_zero=allow_zero)
+    if not np.all(np.isfinite(v)):
+      raise ValueError(f"`{name}` must be finite, got {v}.")
+
+
 def scaled_ncx2(nu: float, delta: float, scale: float) -> GeneralizedChiSquared:
   """The one-term case s * chi'^2_nu(delta)."""
+  _check_ncx2_params(nu, delta, scale)
   return GeneralizedChiSquared(np.array([scale]), np.array([nu]), np.array([delta]))
 
 
@@ -149,6 +159,7 @@ def ncx2_logcdf(x, nu: float, delta: float, scale: float = 1.0) -> np.ndarray:
   (never the normal approximation's z^2/2 alone). `scaled_ncx2(nu, delta, scale).logcdf` computes the same
   quantity by contour integration, an independent check.
   """
+  _check_ncx2_params(nu, delta, scale)
   xs = np.asarray(x, np.float64) / scale
   out = np.empty(xs.shape)
   with np.errstate(all="ignore"):

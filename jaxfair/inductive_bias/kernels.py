@@ -43,7 +43,9 @@ def median_lengthscale(x: np.ndarray, max_points: int = 1000) -> float:
   return float(np.sqrt(np.median(np.maximum(d2[iu], 0.0))))
 
 
-def _validate(x_train, y_train, x_test, y_test):
+def _validate(x_train, y_train, x_test, y_test, *, need_y_test: bool = True):
+  if y_test is None and need_y_test:
+    raise ValueError("`y_test` is required: pass the (m, k) test targets.")
   _checks.check_ndim(x_train, 2, "x_train")
   _checks.check_ndim(x_test, 2, "x_test")
   _checks.check_ndim(y_train, 2, "y_train")
@@ -60,6 +62,11 @@ def _validate(x_train, y_train, x_test, y_test):
   for name, v in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test), ("y_test", y_test)):
     if v is not None:
       _checks.check_finite(v, name)
+
+
+def _check_kernel_params(lengthscale, jitter):
+  _checks.check_positive(lengthscale, "lengthscale")
+  _checks.check_positive(jitter, "jitter")
 
 
 @functools.partial(jax.jit, static_argnames=())
@@ -146,8 +153,7 @@ def gp_posterior_losses(key: Array, x_train: Array, y_train: Array, x_test: Arra
     raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
   if method not in ("cholesky", "eigh"):
     raise ValueError(f"`method` must be 'cholesky' or 'eigh', got {method!r}.")
-  _checks.check_positive(lengthscale, "lengthscale")
-  _checks.check_positive(jitter, "jitter")
+  _check_kernel_params(lengthscale, jitter)
   dtype = jnp.asarray(x_train).dtype
   dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
   if chunk_size is None:
@@ -187,7 +193,8 @@ def gp_posterior_losses(key: Array, x_train: Array, y_train: Array, x_test: Arra
 def gp_posterior_samples(key: Array, x_train: Array, y_train: Array, x_test: Array, *, num_samples: int,
                          lengthscale: float = 1.0, jitter: float = 1e-6) -> Array:
   """(num_samples, m, k) posterior function values f = mu + L z (the predictions behind `gp_posterior_losses`)."""
-  _validate(x_train, y_train, x_test, None)
+  _validate(x_train, y_train, x_test, None, need_y_test=False)
+  _check_kernel_params(lengthscale, jitter)
   mean, cov = gp_posterior(jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_test), lengthscale, jitter)
   m, k = mean.shape
   chol = jnp.linalg.cholesky(cov + jitter * jnp.eye(m, dtype=cov.dtype))
@@ -203,6 +210,7 @@ def gp_loss_distribution(x_train, y_train, x_test, y_test, *, lengthscale: float
   the eigenvalues of Sigma + jitter I and b_i the rotated residuals of the posterior mean.
   """
   _validate(x_train, y_train, x_test, y_test)
+  _check_kernel_params(lengthscale, jitter)
   with jax.enable_x64(True):
     f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
     mean, cov = gp_posterior(f64(x_train), f64(y_train), f64(x_test), float(lengthscale), float(jitter))

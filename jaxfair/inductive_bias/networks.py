@@ -21,6 +21,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxfair import _checks
+from jaxfair.inductive_bias.kernels import _validate
 from jaxfair.training import sharding
 
 Array = jax.Array
@@ -101,10 +102,22 @@ def _mse(params, x, y, feature_major):
   return jnp.mean(jnp.square(mlp_apply(params, x, feature_major=feature_major) - y))
 
 
+def _check_mlp_args(width, depth, epochs, learning_rate, batch_size) -> None:
+  """Sizes fix the compiled program's shapes (Python ints); the step size must be > 0 (when concrete)."""
+  for name, v, low in (("width", width, 1), ("depth", depth, 0), ("epochs", epochs, 1),
+                       ("batch_size", 1 if batch_size is None else batch_size, 1)):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
+      raise ValueError(f"`{name}` must be a Python int >= {low}, got {v!r}.")
+  if not callable(learning_rate):  # an optax schedule is fine
+    _checks.check_positive(learning_rate, "learning_rate")
+
+
 def train_mlp_hypothesis(key: Array, x_train: Array, y_train: Array, x_test: Array, y_test: Array, *,
                          width: int, depth: int, epochs: int, learning_rate: float = 1e-3,
                          batch_size: int | None = None) -> tuple[Array, Array]:
   """Trains one MLP from `key` (init and data order); returns (test MSE, train MSE). Pure, vmappable."""
+  _validate(x_train, y_train, x_test, y_test)
+  _check_mlp_args(width, depth, epochs, learning_rate, batch_size)
   x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in (x_train, y_train, x_test, y_test))
   (n, in_dim), out_dim = x_train.shape, y_train.shape[1]
   bs = n if batch_size is None else min(int(batch_size), n)
@@ -215,14 +228,10 @@ def nn_hypothesis_losses(key: Array, train: tuple[Array, Array], test: tuple[Arr
     ...                            depth=1, epochs=200)
   """
   (x_train, y_train), (x_test, y_test) = train, test
-  from jaxfair.inductive_bias.kernels import _validate
   _validate(x_train, y_train, x_test, y_test)
-  for name, v in (("num_hypotheses", num_hypotheses), ("width", width), ("epochs", epochs)):
-    if int(v) < 1:
-      raise ValueError(f"`{name}` must be >= 1, got {v}.")
-  if int(depth) < 0:
-    raise ValueError(f"`depth` must be >= 0 (the number of extra hidden layers), got {depth}.")
-  _checks.check_positive(learning_rate, "learning_rate")
+  if int(num_hypotheses) < 1:
+    raise ValueError(f"`num_hypotheses` must be >= 1, got {num_hypotheses}.")
+  _check_mlp_args(width, depth, epochs, learning_rate, batch_size)
   x_train = jnp.asarray(x_train)
   dtype = x_train.dtype if jnp.issubdtype(x_train.dtype, jnp.floating) else jnp.float32
   cast = lambda a: jnp.asarray(a, dtype)

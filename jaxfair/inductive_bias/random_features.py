@@ -17,8 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxfair import _checks
-from jaxfair.inductive_bias.kernels import _validate, default_chunk
+from jaxfair.inductive_bias.kernels import _check_kernel_params, _validate, default_chunk
 
 Array = jax.Array
 
@@ -55,8 +54,7 @@ def random_feature_losses(key: Array, x_train: Array, y_train: Array, x_test: Ar
   for name, v in (("num_hypotheses", num_hypotheses), ("num_features", num_features)):
     if int(v) < 1:
       raise ValueError(f"`{name}` must be >= 1, got {v}.")
-  _checks.check_positive(lengthscale, "lengthscale")
-  _checks.check_positive(jitter, "jitter")
+  _check_kernel_params(lengthscale, jitter)
   x_train = jnp.asarray(x_train)
   dtype = x_train.dtype if jnp.issubdtype(x_train.dtype, jnp.floating) else jnp.float32
   n, m = x_train.shape[0], x_test.shape[0]

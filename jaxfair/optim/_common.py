@@ -188,6 +188,9 @@ def project(p: Array, g: Array, d: Array | Callable[[int], Array], *, eps: Any, 
     `(d_projected, ratio)`: the projected direction (same shape and dtype as `d`) and the 0-d weight-decay
     ratio (`wd_ratio` if a view passed, else 1; always 1 for leaves with ndim < 2).
   """
+  for name, x in (("g", g),) + (() if callable(d) else (("d", d),)):
+    if jnp.shape(x) != jnp.shape(p):
+      raise ValueError(f"`{name}` (shape {jnp.shape(x)}) must have the shape of `p` ({jnp.shape(p)}).")
   direction = d if callable(d) else (lambda tag: d)
   if p.ndim < 2:
     d0 = direction(0)

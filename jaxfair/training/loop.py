@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxfair import _checks
 from jaxfair.data.batching import batch_from_permutation, epoch_permutation, num_batches
 from jaxfair.models import PureModel
 from jaxfair.training import sharding
@@ -88,8 +89,9 @@ def make_train(*, model: PureModel, loss: Callable, data: Any, batch_size: int,
     eval_train: also evaluate on the training split (`train_` metrics).
     evaluate: replaces the default evaluation `(state, data) -> metrics`.
   """
-  if batch_size <= 0:
-    raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+  for value, name in ((batch_size, "batch_size"), (eval_batch_size, "eval_batch_size")):
+    if value <= 0:
+      raise ValueError(f"`{name}` must be positive, got {value}.")
   loss = as_per_example_loss(loss)
   weighting = weighting or uniform()
   make_optimizer = optimizer if callable(optimizer) and not isinstance(
@@ -97,6 +99,11 @@ def make_train(*, model: PureModel, loss: Callable, data: Any, batch_size: int,
   if num_classes is None:
     num_classes = getattr(data, "num_classes", None)
   train_data = as_train_data(data)
+  for split in ("train", "test"):
+    x, y = getattr(train_data, f"x_{split}"), getattr(train_data, f"y_{split}")
+    _checks.check_same_leading(x, y, f"data.x_{split}", f"data.y_{split}")
+    if num_classes is not None and jnp.issubdtype(y.dtype, jnp.integer):
+      _checks.check_class_labels(y, num_classes, f"data.y_{split}")  # an out-of-range label gives NaN losses
   step_fn = make_train_step(model, loss, weighting, perturb, monitor_loss)
 
   def init(key: Array, hparams: Hparams) -> TrainState:

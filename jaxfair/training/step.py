@@ -41,6 +41,8 @@ def stream_key(key: Array, stream: int) -> Array:
 
 def masked_mean(values: Array, mask: Array) -> Array:
   """Mean over the real examples (`mask` True); padding is ignored even where its values are NaN."""
+  if jnp.shape(values) != jnp.shape(mask):
+    raise ValueError(f"`mask` (shape {jnp.shape(mask)}) must have the shape of `values` ({jnp.shape(values)}).")
   mask = mask.astype(bool)
   return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(mask.sum(), 1).astype(values.dtype)
 
