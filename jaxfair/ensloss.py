@@ -220,16 +220,17 @@ def ensloss_loss(*, lam: float = 0.0, clip: float | None = -1.0, tail: str | Non
   return loss
 
 
-def population_derivative(z: Array, margin_cdf: Array, *, clip: float = -1.0, tail: str | None = "inverse",
+def population_derivative(z: Array, margin_cdf: Array, *, clip: float | None = -1.0, tail: str | None = "inverse",
                           shift: float = 1e-6) -> Array:
   r"""The large-batch limit (lambda = 0) of the derivative at margin z whose rank quantile is F(z).
 
   The u-quantile of v = -exp(xi) is -exp(Phi^{-1}(1 - u)), so with the clip at -1 the matched value is
   -min(1, exp(Phi^{-1}(1 - F(z)))), then the tail rescale and the shift apply. [derived]
   """
+  _check_options(clip, tail, shift)
   z = jnp.asarray(z)
   u = jnp.clip(jnp.asarray(margin_cdf, z.dtype), 0.0, 1.0)
   base = -jnp.exp(jax.scipy.special.ndtri(1.0 - u))
-  g = jnp.maximum(base, clip)
+  g = base if clip is None else jnp.maximum(base, clip)
   g = _tail_rescale(g, z, tail)
   return g - shift

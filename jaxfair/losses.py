@@ -60,6 +60,7 @@ def squared_hinge(logits: Array, labels: Array) -> Array:
 
 def focal(logits: Array, labels: Array, gamma: float = 2.0) -> Array:
   """-(1 - p)^gamma log p with p = sigmoid(z) (Lin et al., 2017); gamma = 0 is the logistic loss."""
+  _checks.check_positive(gamma, "gamma", allow_zero=True)
   z = _binary_margins(logits, labels)
   log_p = jax.nn.log_sigmoid(z)
   return -jnp.power(-jnp.expm1(log_p), gamma) * log_p

@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Array = jax.Array
@@ -106,7 +107,7 @@ class CNN(nnx.Module):
     if len(input_shape) != 3:
       raise ValueError(f"`input_shape` must be (height, width, channels), got {tuple(input_shape)}.")
     self.num_stages = len(channels)
-    in_ch = input_shape[-1]
+    self.in_channels = in_ch = input_shape[-1]
     for i, ch in enumerate(channels):
       setattr(self, f"conv_{i}", nnx.Conv(in_ch, ch, (3, 3), padding="SAME", use_bias=False, rngs=rngs))
       setattr(self, f"norm_{i}", nnx.BatchNorm(ch, momentum=0.9, rngs=rngs))
@@ -114,6 +115,9 @@ class CNN(nnx.Module):
     self.head = nnx.Linear(in_ch, num_outputs, rngs=rngs)
 
   def __call__(self, x: Array, *, train: bool = False, mask: Array | None = None) -> Array:
+    if x.ndim != 4 or x.shape[-1] != self.in_channels:
+      raise ValueError(f"CNN inputs must be NHWC (batch, height, width, {self.in_channels}), got shape {x.shape}; "
+                       "for NCHW images pass x.transpose(0, 2, 3, 1).")
     for i in range(self.num_stages):
       x = getattr(self, f"conv_{i}")(x)
       x = getattr(self, f"norm_{i}")(x, use_running_average=not train, mask=_norm_mask(mask, x.ndim))
@@ -125,8 +129,9 @@ class CNN(nnx.Module):
 
 def mlp(input_shape: Sequence[int], num_outputs: int, *, width: int = 128, depth: int = 2,
         activation: str = "relu", norm: str | None = None) -> PureModel:
-  """A pure MLP; `input_shape` excludes the batch axis (inputs are flattened)."""
-  in_features = int(jnp.prod(jnp.asarray(tuple(input_shape))))
+  """A pure MLP; `input_shape` excludes the batch axis (inputs are flattened; an int n means (n,))."""
+  input_shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else tuple(input_shape)
+  in_features = int(np.prod(input_shape))
   return pure_model(lambda rngs: MLP(in_features, num_outputs, width=width, depth=depth, activation=activation,
                                      norm=norm, rngs=rngs))
 

@@ -390,6 +390,7 @@ def weight_diagnostics(weights: Array, mask: Array | None = None) -> dict[str, A
   where n is the number of real examples (mask sum, or the vector length). All zero for all-zero weights.
   """
   _checks.check_ndim(weights, 1, "weights")
+  _checks.check_positive(weights, "weights", allow_zero=True)
   weights = jnp.asarray(weights)
   weights = weights.astype(_float_dtype(weights))
   dtype = weights.dtype

@@ -154,6 +154,10 @@ class TestSynthetic:
     d = data.gaussian_mixture(jax.random.key(1), 20000, 5, group_fractions=(0.8, 0.2), label_noise=0.1)
     assert abs(float((d.group == 1).mean()) - 0.2) < 0.02
     assert abs(float((d.y != d.y_clean).mean()) - 0.1) < 0.01
+    with pytest.raises(ValueError, match="`group_fractions` must be > 0"):
+      data.gaussian_mixture(jax.random.key(1), 50, 5, group_fractions=(0.9, -0.1))
+    with pytest.raises(ValueError, match=r"`label_noise` must be a fraction in \[0, 1\]"):
+      data.gaussian_mixture(jax.random.key(1), 50, 5, label_noise=1.5)
 
   def test_long_tailed_exact_counts(self):
     y = jnp.repeat(jnp.arange(5), 100)

@@ -233,6 +233,9 @@ def test_bad_inputs_are_rejected():
     E.ensloss(key, o, jnp.zeros((4, 2), jnp.int32))
   with pytest.raises(ValueError, match="margins"):
     E.calibrated_derivatives(key, jnp.zeros((4, 1)))
+  for kw, match in (({"tail": "inverse_log"}, "tail"), ({"clip": 1.0}, "`clip` must be negative")):
+    with pytest.raises(ValueError, match=match):
+      E.population_derivative(o, jnp.full(4, 0.5), **kw)
   with pytest.raises(ValueError, match="floating"):
     E.calibrated_derivatives(key, jnp.zeros(4, jnp.int32))
   with pytest.raises(ValueError, match="tail"):

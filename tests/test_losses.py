@@ -55,6 +55,8 @@ def test_margin_losses_are_calibrated_at_zero(x64):
 def test_focal_gamma_zero_is_logistic(x64):
   np.testing.assert_allclose(np.asarray(losses.focal(jnp.asarray(LOGITS), jnp.asarray(LABELS), gamma=0.0)),
                              np.asarray(losses.logistic(jnp.asarray(LOGITS), jnp.asarray(LABELS))), rtol=1e-12)
+  with pytest.raises(ValueError, match="`gamma` must be >= 0"):
+    losses.focal(jnp.asarray(LOGITS), jnp.asarray(LABELS), gamma=-1.0)
 
 
 def test_logistic_is_stable_for_large_margins():

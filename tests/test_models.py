@@ -46,3 +46,8 @@ def test_bad_configuration_errors():
     models.mlp((3,), 2, norm="group").init(jax.random.key(0))
   with pytest.raises(ValueError, match="input_shape"):
     models.cnn((64,), 10)
+  cnn = models.cnn((8, 8, 3), 10, channels=(4,))
+  params, state = cnn.init(jax.random.key(0))
+  with pytest.raises(ValueError, match=r"NHWC .* got shape \(2, 3, 8, 8\).*transpose\(0, 2, 3, 1\)"):
+    cnn.apply(params, state, jnp.ones((2, 3, 8, 8)))
+  assert models.mlp(3, 2, width=4, depth=1).init(jax.random.key(0))[0]["hidden_0"]["kernel"].shape == (3, 4)

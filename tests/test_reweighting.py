@@ -225,6 +225,8 @@ def test_weight_diagnostics_match_reference(x64):
   np.testing.assert_allclose([m["ess"], m["n_w_max"], m["ess_fraction"]], [2, 1, 1], atol=1e-12)
   z = rw.weight_diagnostics(jnp.zeros(4))
   assert all(float(v) == 0 for v in z.values())
+  with pytest.raises(ValueError, match="`weights` must be >= 0"):
+    rw.weight_diagnostics(jnp.array([0.5, -0.2, 0.7, 0.0]))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxfair import _checks
 from jaxfair.data.offline import Dataset
 
 Array = jax.Array
@@ -58,6 +59,10 @@ def gaussian_mixture(key: Array, num_examples: int, dim: int, *, num_classes: in
   for every call with the same key; group g is drawn with probability `group_fractions[g]`, the class
   uniformly; then a fraction `label_noise` of labels is replaced by a uniformly drawn *other* class.
   """
+  _checks.check_positive(group_fractions, "group_fractions")
+  v = _checks.concrete_value(label_noise)
+  if v is not None and not 0 <= v <= 1:
+    raise ValueError(f"`label_noise` must be a fraction in [0, 1], got {v.tolist()}.")
   k_m, k_g, k_c, k_x, k_flip, k_new = jax.random.split(key, 6)
   num_groups = len(group_fractions)
   means = jax.random.normal(k_m, (num_classes, num_groups, dim))
