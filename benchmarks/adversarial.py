@@ -94,8 +94,7 @@ def main(argv=None) -> None:
            "load_average_1min": {"before": load_before,
                                  "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}, "per_step_ms": per_step_ms, "steps_per_call": args.steps,
            "sizes": {k: {"shape": v["shape"], "batch": v["batch"]} for k, v in SIZES.items() if k in args.sizes},
-           "attack": "PGD-10 L_inf eps=8/255 step=2/255 random start",
-           "command": "python -m benchmarks.run_all --only adversarial"}
+           "attack": "PGD-10 L_inf eps=8/255 step=2/255 random start"}
   harness.write_results(args.name, all_timings, extra)
   for k, v in targets.items():
     print(f"  target {k}: {'met' if v else 'NOT met'}")

@@ -11,7 +11,9 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import statistics
+import sys
 import time
 from typing import Any, Callable
 
@@ -70,6 +72,13 @@ def machine_info() -> dict[str, Any]:
           "platform": platform.platform(), "python": platform.python_version()}
 
 
+def _command() -> str:
+  """This process's command line, as `python -m benchmarks.X ...` when run that way."""
+  script = pathlib.Path(sys.argv[0])
+  module = f"benchmarks.{script.stem}" if script.parent.name == "benchmarks" else str(script)
+  return shlex.join(["python", "-m", module, *sys.argv[1:]])
+
+
 def write_results(name: str, timings: dict[str, Timing], extra: dict[str, Any] | None = None,
                   results_dir: pathlib.Path = RESULTS_DIR) -> pathlib.Path:
   """Writes `results_dir/NAME.json` (timings, ratios in `extra`, machine facts) and prints a table."""
@@ -78,6 +87,7 @@ def write_results(name: str, timings: dict[str, Timing], extra: dict[str, Any] |
              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "machine": machine_info(),
              "timings": {k: t.summary() for k, t in timings.items()},
+             "command": _command(),
              **(extra or {})}
   path = results_dir / f"{name}.json"
   path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")

@@ -16,8 +16,6 @@ import argparse
 import math
 import os
 import resource
-import shlex
-import sys
 from typing import Any
 
 import jax
@@ -192,8 +190,6 @@ def main(argv=None) -> None:
   parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch default")
   parser.add_argument("--name", default="optimizers", help="results file benchmarks/results/NAME.json")
   args = parser.parse_args(argv)
-  command = shlex.join(["python", "-m", "benchmarks.run_all", "--only", "optimizers",
-                        *(sys.argv[1:] if argv is None else argv)])
 
   shapes = make_tree(args.scale)
   n = sum(math.prod(s) for s in shapes.values())
@@ -242,8 +238,7 @@ def main(argv=None) -> None:
            "measured_bandwidth_GBps": bandwidth, "traffic": traffic, "page_faults_per_step": faults,
            "profile_by_kind": profile,
            "torch_version": torch_version,
-           "load_average_1min_before_after": [load_before[0], load_after[0]],
-           "command": command}
+           "load_average_1min_before_after": [load_before[0], load_after[0]]}
   harness.write_results(args.name, timings, extra)
   print(f"measured bandwidth (a += s*b): {bandwidth:.1f} GB/s")
   print("minor page faults per step: " + ", ".join(f"{k} {v:.0f}" for k, v in faults.items()))

@@ -107,8 +107,7 @@ def main(argv=None) -> None:
                                       "fraction_of_uniform_step": (t.median - alone["uniform"].median) / base}
   extra = {"ratios": ratios, "ratios_of_min_times": ratios_min, "targets_met": targets,
            "weighting_alone": isolated, "per_step_ms": per_step_ms, "steps_per_call": args.steps,
-           "sizes": {k: SIZES[k] for k in args.sizes},
-           "command": "python -m benchmarks.run_all --only reweighting"}
+           "sizes": {k: SIZES[k] for k in args.sizes}}
   harness.write_results(args.name, all_timings, extra)
   for k, v in targets.items():
     print(f"  target {k}: {'met' if v else 'NOT met'} (ratio of medians {ratios[k.split(' ')[0] + ' / uniform']:.3f}, "

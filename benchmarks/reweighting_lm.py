@@ -118,8 +118,7 @@ def main(argv=None) -> None:
            "model": dict(MODEL, vocab_size=text.VOCAB_SIZE, max_len=SEQ_LEN,
                          num_params=lm.num_params(jax.eval_shape(
                              lm.causal_lm(text.VOCAB_SIZE, SEQ_LEN, **MODEL).init, jax.random.key(0))[0])),
-           "batch": [BATCH, SEQ_LEN],
-           "command": "python -m benchmarks.run_all --only reweighting_lm"}
+           "batch": [BATCH, SEQ_LEN]}
   harness.write_results(args.name, timings, extra)
   for k, v in targets.items():
     print(f"  target {k}: {'met' if v else 'NOT met'}")
