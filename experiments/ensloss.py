@@ -41,7 +41,7 @@ import numpy as np
 import optax
 from scipy import stats
 
-from experiments.runner import check_same_config
+from experiments.runner import check_same_config, sync_processes, write_text_atomic
 from jaxfair import ensloss as ensloss_lib
 from jaxfair import losses as losses_lib
 from jaxfair import models as models_lib
@@ -320,15 +320,24 @@ def make_plots(workdir: pathlib.Path, acc, curves, losses: list[str], names: lis
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs every (model, loss) program, writes results, tables and plots; returns the comparison.
 
-  Run again in the same workdir with the same config (memory and plot settings may change), it resumes: the
-  (model, loss) programs whose results/*.npz were saved are loaded, not retrained.
+  An interrupted run (no results.json yet) run again in the same workdir with the same config (memory and plot
+  settings may change) resumes: the (model, loss) programs whose results/*.npz were saved are loaded, not
+  retrained. A finished run is trained afresh.
   """
   workdir = pathlib.Path(workdir)
   (workdir / "results").mkdir(parents=True, exist_ok=True)
-  check_same_config(workdir / "config.json", config.to_dict(),
+  config_text = config.to_json(indent=2)
+  check_same_config(workdir / "config.json", config_text,
                     ignore=frozenset({"plots", "runs_per_program", "map_batch"}))
+  finished = (workdir / "results.json").exists()
+  # Decided once, before any process writes: every process must run the same programs.
+  reusable = set() if finished else {p.name for p in (workdir / "results").glob("*.npz")}
+  sync_processes("ensloss: workdir checked")  # every process has read the workdir before process 0 changes it
   if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json(indent=2))
+    if finished:  # start over (new code may give new numbers)
+      for saved in [*(workdir / "results").glob("*.npz"), workdir / "results.json"]:
+        saved.unlink()
+    write_text_atomic(workdir / "config.json", config_text)
   losses = list(config.losses)
   unknown = set(losses) - set(("ensloss",) + tuple(losses_lib.BINARY_LOSSES))
   if unknown:
@@ -352,17 +361,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     acc[mname], curves[mname] = {}, {}
     for lname in losses:
       path = workdir / "results" / f"{mname}__{lname}.npz"
-      if path.exists():
+      if path.name in reusable:
         saved = np.load(path)
         acc[mname][lname], curves[mname][lname] = saved["acc"], saved["curves"]
+        timing[f"{mname}/{lname}"] = float(saved["seconds"])
+        info.update(json.loads(str(saved["trimmed"])))
         logging.info("%s / %s: loaded %s", mname, lname, path)
         continue
       a = np.zeros((len(problems), trials))
       c = None
       t0 = time.time()
+      trimmed = {}
       for gkey, idx in groups.items():
         data, _, dropped = _stack([problems[i] for i in idx], [names[i] for i in idx])
-        info[f"{mname}/{'+'.join(names[i] for i in idx) if len(idx) < 4 else len(idx)}"] = dropped
+        trimmed[f"{mname}/{'+'.join(names[i] for i in idx) if len(idx) < 4 else len(idx)}"] = dropped
         seeds = np.tile(np.arange(trials), len(idx))  # trial t: init and data-order seed t
         model = make_model(mspec, tuple(data.x_train.shape[2:]))
         fa, fc, _, steps = train_runs(model, lname, config, data, seeds)
@@ -371,10 +383,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           c = np.zeros((len(problems), trials, fc.shape[-1]))
         c[idx] = fc.reshape(len(idx), trials, -1)
       timing[f"{mname}/{lname}"] = time.time() - t0
+      info.update(trimmed)
       acc[mname][lname], curves[mname][lname] = a, c
-      if jax.process_index() == 0:
-        np.savez(path.with_suffix(".tmp.npz"), acc=a, curves=c)  # renamed when complete: a cut-off write
-        os.replace(path.with_suffix(".tmp.npz"), path)           # is never mistaken for a result
+      if jax.process_index() == 0:  # renamed when complete: a cut-off write is never mistaken for a result
+        np.savez(path.with_suffix(".tmp.npz"), acc=a, curves=c, seconds=timing[f"{mname}/{lname}"],
+                 trimmed=json.dumps(trimmed))
+        os.replace(path.with_suffix(".tmp.npz"), path)
       print(f"{mname:>8s} {lname:>12s}: mean test accuracy {a.mean():.4f} ({len(problems)} problems x {trials} "
             f"trials, {steps} steps, {timing[f'{mname}/{lname}']:.1f}s)", flush=True)
   comparison = compare(acc, alpha=float(config.get("alpha", 0.05)))

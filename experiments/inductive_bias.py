@@ -11,8 +11,9 @@ program), and reports I(eps) = -log P(e <= eps) in bits at every target error wi
 Target errors are a task's own `target_errors` if it names them, else `config.target_fractions` x the null
 error 1/k (the MSE of predicting 0 for every one-hot output). Outputs in `workdir`: config.json,
 metrics.jsonl (one record per task x space), summary.json, losses_<task>_<space>.npy (the sampled losses,
-to re-estimate at other target errors), plots/*.png. The same command run again in the same workdir resumes:
-finished (task, space) records are reused, the others sampled with the keys of the uninterrupted run.
+to re-estimate at other target errors), plots/*.png. The same command run again in the workdir of an
+interrupted run resumes: finished (task, space) records are reused, the others sampled with the keys of the
+uninterrupted run.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.runner import check_same_config
+from experiments.runner import check_same_config, write_text_atomic
 from jaxfair import data as data_lib
 from jaxfair import inductive_bias as ib
 from jaxfair.training import make_sweep_mesh
@@ -189,20 +190,25 @@ def _finished_rows(workdir: pathlib.Path) -> dict[tuple[str, str], dict[str, Any
         break
       if (workdir / f"losses_{row['task']}_{row['space']}.npy").exists():
         rows[(row["task"], row["space"])] = row
-  path.write_text("".join(json.dumps(row) + "\n" for row in rows.values()), encoding="utf-8")
+  write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows.values()))
   return rows
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs every task x space, writes metrics.jsonl, summary.json and plots; returns the summary.
 
-  Run again in the same workdir with the same config, it resumes: (task, space) pairs already in
-  metrics.jsonl are reused, the rest are sampled with the keys the uninterrupted run would use.
+  An interrupted run (no summary.json yet) run again in the same workdir with the same config resumes:
+  (task, space) pairs already in metrics.jsonl are reused, the rest are sampled with the keys the
+  uninterrupted run would use. A finished run is sampled afresh.
   """
   wd = pathlib.Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
-  check_same_config(wd / "config.json", config.to_dict(), ignore=frozenset({"plot"}))
-  (wd / "config.json").write_text(config.to_json(indent=2) + "\n")
+  config_text = config.to_json(indent=2) + "\n"
+  check_same_config(wd / "config.json", config_text, ignore=frozenset({"plot"}))
+  if (wd / "summary.json").exists():  # finished: start over (new code may give new numbers)
+    (wd / "metrics.jsonl").unlink(missing_ok=True)
+    (wd / "summary.json").unlink()
+  write_text_atomic(wd / "config.json", config_text)
   finished = _finished_rows(wd)
   fractions = np.asarray(config.target_fractions, np.float64)
   rows = []

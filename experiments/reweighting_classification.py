@@ -15,7 +15,6 @@ vmapped), evaluating after every chunk. Methods are named in `config.methods` (s
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import time
 from typing import NamedTuple
@@ -26,7 +25,7 @@ import numpy as np
 import optax
 
 from experiments import reweighting_common as common
-from experiments.runner import check_same_config
+from experiments.runner import check_same_config, write_text_atomic
 from jaxfair import losses, models, training
 from jaxfair.data import gaussian_mixture, load_digits, long_tailed
 
@@ -122,12 +121,17 @@ def run_methods(task: Task, methods, settings, dataset_settings):
 def run(config, workdir: str):
   """Trains every dataset's program, writes metrics.jsonl, summary.json and plots; returns the summary.
 
-  Each finished dataset is saved to `datasets/<name>.json`; the same command run again in the same workdir
-  reuses those and trains only the rest, reproducing the uninterrupted run's log and summary.
+  Each finished dataset is saved to `datasets/<name>.json`; the same command run again in the workdir of an
+  interrupted run (no summary.json yet) reuses those and trains only the rest, reproducing the uninterrupted
+  run's log and summary. A finished run is trained afresh.
   """
   workdir = pathlib.Path(workdir)
   (workdir / "datasets").mkdir(parents=True, exist_ok=True)
-  check_same_config(workdir / "config.json", config.to_dict(), ignore=frozenset({"plots"}))
+  check_same_config(workdir / "config.json", common.config_json(config), ignore=frozenset({"plots"}))
+  if (workdir / "summary.json").exists():  # finished: start over (new code may give new numbers)
+    for saved in (workdir / "datasets").glob("*.json"):
+      saved.unlink()
+    (workdir / "summary.json").unlink()
   common.write_config(workdir, config)
   log = common.JsonLines(workdir)
   summary = {}
@@ -183,9 +187,7 @@ def run(config, workdir: str):
       print(f"  {label:22s} test acc {first['test_accuracy']['mean']:.4f} ± {first['test_accuracy']['std']:.4f}  "
             f"worst-group {first['worst_group_accuracy']['mean']:.4f} ± {first['worst_group_accuracy']['std']:.4f}  "
             f"(lr={ds.learning_rates[0]:g}, {len(config.seeds)} seeds)", flush=True)
-    tmp = saved.with_suffix(".tmp")  # renamed when complete: a cut-off write is never mistaken for a result
-    tmp.write_text(json.dumps({"summary": summary[dataset], "records": records}))
-    os.replace(tmp, saved)
+    write_text_atomic(saved, json.dumps({"summary": summary[dataset], "records": records}))
   log.close()
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
   print(format_table(summary))

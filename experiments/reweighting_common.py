@@ -56,9 +56,13 @@ class JsonLines:
     self.file.close()
 
 
+def config_json(config) -> str:
+  return json.dumps(config.to_dict(), indent=2, default=str) + "\n"
+
+
 def write_config(workdir: pathlib.Path, config) -> None:
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
+  (workdir / "config.json").write_text(config_json(config))
 
 
 def plt():

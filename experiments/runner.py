@@ -467,18 +467,32 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
   return config
 
 
-def check_same_config(config_path: pathlib.Path, config_json: Mapping[str, Any], *,
+def check_same_config(config_path: pathlib.Path, config_text: str, *,
                       ignore: frozenset[str] = frozenset()) -> None:
-  """Raises if `config_path` exists and holds another config than `config_json` (top-level keys in `ignore`,
-  settings that do not change results, may differ): a workdir's results are reused only by the config that
-  made them."""
+  """Raises if `config_path` exists and holds another config than the JSON `config_text` (written the same way;
+  top-level keys in `ignore`, settings that do not change results, may differ): a workdir's results are reused
+  only by the config that made them."""
   if not config_path.exists():
     return
-  old, new = (_comparable(c) for c in (json.loads(config_path.read_text()), _jsonable(dict(config_json))))
+  old, new = (_comparable(json.loads(text)) for text in (config_path.read_text(), config_text))
   diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
   if diff:
     raise ValueError(f"{config_path.parent} holds results of a different config (differs in: {diff}). Resume "
                      "with the same config, or use a fresh --workdir.")
+
+
+def write_text_atomic(path: pathlib.Path, text: str) -> None:
+  """Writes `text` through a temporary file and a rename, so a reader or a kill never leaves a partial file."""
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text, encoding="utf-8")
+  os.replace(tmp, path)
+
+
+def sync_processes(name: str) -> None:
+  """A barrier across processes (a no-op in a single process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options: RunnerOptions, *,
@@ -508,7 +522,7 @@ def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options
   if primary:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "plots").mkdir(exist_ok=True)
-  config_json = _jsonable(dict(config or {}))
+  config_text = json.dumps(_jsonable(dict(config or {})), indent=2, sort_keys=True) + "\n"
   config_path = workdir / "config.json"
 
   sweep = Sweep(program, runs, run_shards=options.run_shards, batch_shards=options.batch_shards,
@@ -517,7 +531,7 @@ def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options
   plan = _chunk_plan(options.num_steps, options.chunk_steps)
   latest = ckpt.latest_step()
   if latest is not None:
-    check_same_config(config_path, config_json)
+    check_same_config(config_path, config_text)
     state, meta = ckpt.restore(latest, sweep.abstract_state())
     chunks_done = int(meta["chunks_done"])
     steps_done = int(meta["steps_done"])
@@ -534,7 +548,7 @@ def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options
     last_finite = {}
     log = _Log(workdir / "metrics.jsonl", truncate_to=None)
   if primary:
-    config_path.write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
+    config_path.write_text(config_text)
   tb = _TensorBoard(workdir / "tensorboard", purge_step=steps_done if latest is not None else None) \
       if options.tensorboard else None
 

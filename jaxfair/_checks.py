@@ -60,9 +60,10 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> None:
   v = concrete_value(value)
   if v is None:
     return
-  bad = (v < 0) if allow_zero else (v <= 0)
-  if np.any(bad) or np.any(np.isnan(v)):
-    raise ValueError(f"`{name}` must be {'>= 0' if allow_zero else '> 0'}, got {v.tolist()}.")
+  bad = ((v < 0) if allow_zero else (v <= 0)) | np.isnan(v)
+  if np.any(bad):
+    shown = v.tolist() if v.size <= 8 else f"{np.flatnonzero(bad).size} bad values, first {v[bad][:5].tolist()}"
+    raise ValueError(f"`{name}` must be {'>= 0' if allow_zero else '> 0'}, got {shown}.")
 
 
 def check_finite(x: Any, name: str) -> None:

@@ -104,17 +104,23 @@ def _check_inputs(x, y) -> None:
 def _check_in_bounds(x, bounds) -> None:
   """A concrete `x` must lie in the box (up to rounding): the projection would otherwise clip it into the box,
   far outside the eps-ball (e.g. 0..255 images with the default bounds (0, 1))."""
-  if bounds is None:
+  if bounds is None or any(isinstance(a, jax.core.Tracer) for a in (x, *bounds)) or np.size(x) == 0:
     return
-  v, lo, hi = (_checks.concrete_value(a) for a in (x, *bounds))
-  if v is None or lo is None or hi is None or v.size == 0:
-    return
-  tol = 1e-6 * max(1.0, float(np.max(np.abs(lo))), float(np.max(np.abs(hi))))
-  if np.any(v < lo - tol) or np.any(v > hi + tol):
-    vmin, vmax = float(v.min()), float(v.max())
-    fix = (min(math.floor(vmin), float(np.min(lo))), max(math.ceil(vmax), float(np.max(hi))))
-    raise ValueError(f"`x` must lie in `bounds` ({lo.tolist()}, {hi.tolist()}); found [{vmin:g}, {vmax:g}]: scale "
-                     f"the inputs or pass bounds=({fix[0]:g}, {fix[1]:g}).")
+  with jax.ensure_compile_time_eval():  # concrete values, also while an enclosing function is being traced
+    x = jnp.asarray(x)
+    lo, hi = (jnp.asarray(b, x.dtype) for b in bounds)  # the box as the projection sees it, in x's precision
+    scale = max(1.0, float(jnp.max(jnp.abs(lo))), float(jnp.max(jnp.abs(hi))))
+    tol = scale * max(1e-6, 4 * float(jnp.finfo(x.dtype).eps))
+    # Reduced on the device: only scalars reach the host.
+    below, above = float(jnp.max(lo - x)), float(jnp.max(x - hi))
+    if below <= tol and above <= tol:
+      return
+    vmin, vmax = float(jnp.min(x)), float(jnp.max(x))
+    lo_min, hi_max = float(jnp.min(lo)), float(jnp.max(hi))
+    fix = (min(math.floor(vmin), lo_min), max(math.ceil(vmax), hi_max))
+    box = tuple(np.asarray(b).tolist() for b in bounds)
+    raise ValueError(f"`x` must lie in `bounds` {box}; found [{vmin:g}, {vmax:g}]: scale the inputs or pass "
+                     f"bounds=({fix[0]:g}, {fix[1]:g}).")
 
 
 def _check_same_shape(a, b, name_a: str, name_b: str) -> None:

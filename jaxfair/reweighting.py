@@ -390,7 +390,9 @@ def weight_diagnostics(weights: Array, mask: Array | None = None) -> dict[str, A
   where n is the number of real examples (mask sum, or the vector length). All zero for all-zero weights.
   """
   _checks.check_ndim(weights, 1, "weights")
-  _checks.check_positive(weights, "weights", allow_zero=True)
+  value = _checks.concrete_value(weights)
+  if value is not None and np.any(value < 0):  # NaN passes: diagnosing a diverged run must not crash
+    raise ValueError(f"`weights` must be >= 0; negative at indices {np.flatnonzero(value < 0)[:5].tolist()}.")
   weights = jnp.asarray(weights)
   weights = weights.astype(_float_dtype(weights))
   dtype = weights.dtype

@@ -200,7 +200,8 @@ def test_bad_sampler_inputs():
   cases = [((xtr, ytr, xte, yte[:, :1]), {}, "`y_test`"), ((xtr, ytr[:, 0], xte, yte), {}, "`y_train`"),
            ((xtr, ytr[:4], xte, yte), {}, "`y_train`"), ((xtr, ytr, xte[:, :2], yte), {}, "`x_train`"),
            (data, {"learning_rate": -1.0}, "`learning_rate`"), (data, {"epochs": -1}, "`epochs`"),
-           (data, {"width": 2.5}, "`width`"), (data, {"batch_size": 0}, "`batch_size`")]
+           (data, {"width": 2.5}, "`width`"), (data, {"width": True}, "`width`"),
+           (data, {"batch_size": 0}, "`batch_size`")]
   for args, kw, match in cases:
     with pytest.raises(ValueError, match=match):
       ib.train_mlp_hypothesis(key, *args, **{**mlp, **kw})

@@ -225,8 +225,9 @@ def test_weight_diagnostics_match_reference(x64):
   np.testing.assert_allclose([m["ess"], m["n_w_max"], m["ess_fraction"]], [2, 1, 1], atol=1e-12)
   z = rw.weight_diagnostics(jnp.zeros(4))
   assert all(float(v) == 0 for v in z.values())
-  with pytest.raises(ValueError, match="`weights` must be >= 0"):
+  with pytest.raises(ValueError, match=r"`weights` must be >= 0; negative at indices \[1\]"):
     rw.weight_diagnostics(jnp.array([0.5, -0.2, 0.7, 0.0]))
+  assert set(rw.weight_diagnostics(jnp.array([0.5, np.nan, 0.5]))) == set(u)  # a diverged run's NaNs: no error
 
 
 # ---------------------------------------------------------------------------------------------------------

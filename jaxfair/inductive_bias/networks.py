@@ -12,6 +12,7 @@ with a vmapped chunk size that keeps the working set under `max_chunk_bytes`.
 from __future__ import annotations
 
 import functools
+import operator
 from typing import NamedTuple
 
 import jax
@@ -106,8 +107,12 @@ def _check_mlp_args(width, depth, epochs, learning_rate, batch_size) -> None:
   """Sizes fix the compiled program's shapes (Python ints); the step size must be > 0 (when concrete)."""
   for name, v, low in (("width", width, 1), ("depth", depth, 0), ("epochs", epochs, 1),
                        ("batch_size", 1 if batch_size is None else batch_size, 1)):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
-      raise ValueError(f"`{name}` must be a Python int >= {low}, got {v!r}.")
+    try:
+      ok = not isinstance(v, bool) and operator.index(v) >= low  # ints and integer 0-d arrays
+    except TypeError:
+      ok = False
+    if not ok:
+      raise ValueError(f"`{name}` must be an int >= {low}, got {v!r}.")
   if not callable(learning_rate):  # an optax schedule is fine
     _checks.check_positive(learning_rate, "learning_rate")
 
