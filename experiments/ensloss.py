@@ -12,7 +12,7 @@ for "worse") at p < 0.05; the counts (better, no difference, worse) over problem
 accuracies over problems x trials.
 
 Workdir: `config.json`, `results/<model>__<loss>.npz` (final accuracies (P, T), eval curves; a finished pair
-is skipped when the command is run again), `results.json`, `tables.md` and `plots/*.png`.
+is skipped when an interrupted run's command is run again), `results.json`, `tables.md` and `plots/*.png`.
 
 Data sources (`config.dataset`):
   digits_pairs   scikit-learn's 8x8 digits, the 45 one-vs-one pairs; split seed = trial (75/25). All
