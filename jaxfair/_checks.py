@@ -32,6 +32,12 @@ def check_same_leading(a: Any, b: Any, name_a: str, name_b: str) -> None:
                      "same number of examples along axis 0.")
 
 
+def check_same_shape(a: Any, b: Any, name_a: str, name_b: str) -> None:
+  """`a` must have exactly `b`'s shape (no silent broadcasting)."""
+  if np.shape(a) != np.shape(b):
+    raise ValueError(f"`{name_a}` (shape {np.shape(a)}) must have the shape of `{name_b}` ({np.shape(b)}).")
+
+
 def check_binary_labels(labels: Any, name: str = "labels") -> None:
   """Labels must be 0/1 (not -1/+1: convert with `(y + 1) // 2`)."""
   value = concrete_value(labels)

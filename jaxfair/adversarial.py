@@ -123,12 +123,6 @@ def _check_in_bounds(x, bounds) -> None:
                      f"bounds=({fix[0]:g}, {fix[1]:g}).")
 
 
-def _check_same_shape(a, b, name_a: str, name_b: str) -> None:
-  if np.shape(a) != np.shape(b):
-    raise ValueError(f"`{name_a}` (shape {np.shape(a)}) must have the same shape as `{name_b}` (shape "
-                     f"{np.shape(b)}).")
-
-
 def _check_fraction(value, name: str) -> None:
   v = _checks.concrete_value(value)
   if v is not None and not np.all((v > 0) & (v <= 1)):
@@ -180,7 +174,7 @@ def project(x_adv: Array, x: Array, *, eps, norm: str = "linf", bounds=(0.0, 1.0
   """
   _checks.check_positive(eps, "eps", allow_zero=True)
   _check_bounds(bounds)
-  _check_same_shape(x_adv, x, "x_adv", "x")
+  _checks.check_same_shape(x_adv, x, "x_adv", "x")
   _check_in_bounds(x, bounds)
   return _project(x_adv, x, eps=eps, norm=norm, bounds=bounds, exact=exact)
 
@@ -341,7 +335,7 @@ def barrier_objective(loss_fn: LossFn, params: PyTree, x: Array, y: Array, delta
 
   with [a_j, b_j] = [max(-eps, lo - x_j), min(eps, hi - x_j)]. +inf outside the open interval.
   """
-  _check_same_shape(delta, x, "delta", "x")
+  _checks.check_same_shape(delta, x, "delta", "x")
   a, b = _delta_interval(x, eps, bounds)
   inside = (delta > a) & (delta < b)
   log_gap = jnp.log(jnp.where(inside, delta - a, 1.0)) + jnp.log(jnp.where(inside, b - delta, 1.0))
@@ -401,7 +395,7 @@ def solve_barrier_attack(loss_fn: LossFn, params: PyTree, x: Array, y: Array, de
   H d = -grad by truncated CG on Hessian-vector products, caps the step at 0.95 of the distance to the
   boundary, and backtracks (Armijo) over {1, 1/2, ..., 1/128} of it, all per example.
   """
-  _check_same_shape(delta0, x, "delta0", "x")
+  _checks.check_same_shape(delta0, x, "delta0", "x")
   _check_barrier_config(config)
   params = jax.lax.stop_gradient(params)
   a, b = _delta_interval(x, eps, bounds)

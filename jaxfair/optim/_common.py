@@ -189,8 +189,7 @@ def project(p: Array, g: Array, d: Array | Callable[[int], Array], *, eps: Any, 
     ratio (`wd_ratio` if a view passed, else 1; always 1 for leaves with ndim < 2).
   """
   for name, x in (("g", g),) + (() if callable(d) else (("d", d),)):
-    if jnp.shape(x) != jnp.shape(p):
-      raise ValueError(f"`{name}` (shape {jnp.shape(x)}) must have the shape of `p` ({jnp.shape(p)}).")
+    _checks.check_same_shape(x, p, name, "p")
   direction = d if callable(d) else (lambda tag: d)
   if p.ndim < 2:
     d0 = direction(0)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxfair import _checks
 from jaxfair.data.batching import Batch
 from jaxfair.models import PureModel
 from jaxfair.training.components import PerExampleLoss, Perturbation, WeightingRule
@@ -41,8 +42,7 @@ def stream_key(key: Array, stream: int) -> Array:
 
 def masked_mean(values: Array, mask: Array) -> Array:
   """Mean over the real examples (`mask` True); padding is ignored even where its values are NaN."""
-  if jnp.shape(values) != jnp.shape(mask):
-    raise ValueError(f"`mask` (shape {jnp.shape(mask)}) must have the shape of `values` ({jnp.shape(values)}).")
+  _checks.check_same_shape(mask, values, "mask", "values")
   mask = mask.astype(bool)
   return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(mask.sum(), 1).astype(values.dtype)
 
