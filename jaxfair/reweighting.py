@@ -7,7 +7,7 @@ mean_B e^{l/r} / u_t, about 1 while the losses are stationary). The training ste
 
 Loss-based strategies (Sow et al., 2025). With l_min / l_max over the real examples,
 
-    h(l) = delta * (2 (l - l_min) / max(l_max - l_min, 1e-6) - 1)          in [-delta, delta]
+    h(l) = delta * (2 l - l_max - l_min) / max(l_max - l_min, 1e-6)        in [-delta, delta]
     f(x): linupper  min(x + delta, delta)     quadratic  1 - x^2 / delta^2
           extremes  |x|                       linear     (x + delta) / 2
     w = softmax(f(h(l)) / r)
@@ -171,11 +171,12 @@ def minmax_normalize(losses: Array, delta: float = 1.0, mask: Array | None = Non
                      axis_name=None) -> Array:
   """Maps the real losses affinely onto [-delta, delta] (l_min -> -delta, l_max -> delta).
 
-  h(l) = delta * (2 (l - l_min) / max(l_max - l_min, 1e-6) - 1), with l_min, l_max over the real, finite
-  examples of the (global) batch. Computed as a ratio in [0, 1] first, so it cannot overflow. Padding (and,
-  under jit, non-finite losses) map to -delta. If all losses are equal every real value is -delta (uniform
-  weights downstream). The 1e-6 floor is the reference code's; it makes h exactly affine-invariant only for
-  loss ranges above 1e-6 (below, it shrinks h towards -delta).
+  h(l) = delta * (2 l - l_max - l_min) / max(l_max - l_min, 1e-6), with l_min, l_max over the real, finite
+  examples of the (global) batch (the reference's formula), computed through the ratio (l - l_min) / span in
+  [0, 1] (l_max - l_min must be finite: inf for losses of opposite sign beyond half the float range). Padding
+  (and, under jit, non-finite losses) map to the lowest value. The 1e-6 floor is the reference code's: for loss
+  ranges below it h shrinks towards 0 around the mid-range (equal losses give 0, uniform weights downstream),
+  so h is exactly affine-invariant only above the floor.
 
   Args:
     losses: (N,) per-example losses.
@@ -196,7 +197,8 @@ def minmax_normalize(losses: Array, delta: float = 1.0, mask: Array | None = Non
   lmax = jnp.where(any_valid, lmax, 0.0)
   span = jnp.maximum(lmax - lmin, jnp.asarray(RANGE_FLOOR, dtype))
   frac = jnp.clip((jnp.where(valid, losses, lmin) - lmin) / span, 0.0, 1.0)
-  return jnp.asarray(delta, dtype) * (2.0 * frac - 1.0)
+  width = (lmax - lmin) / span  # 1 above the floor; below it, h shrinks towards 0
+  return jnp.asarray(delta, dtype) * (2.0 * frac - width)
 
 
 def strategy_scores(x: Array, strategy: str, delta: float = 1.0) -> Array:
@@ -296,12 +298,15 @@ def kl_dro_value(losses: Array, r: float, mask: Array | None = None, *, axis_nam
   losses, valid = _prepare(losses, mask)
   dtype = losses.dtype
   r = _safe_r(r, dtype)
+  r_is_inf = jnp.isinf(r)
+  r = jnp.where(r_is_inf, jnp.ones_like(r), r)  # r = inf selects the mean below; a finite r keeps both forms'
+  # gradients finite (an inf in the unselected branch would make the where's gradient NaN)
   n = _gsum(valid.astype(dtype), axis_name)
   any_valid = n > 0
   n_safe = jnp.where(any_valid, n, 1.0)
   l0 = jnp.where(valid, losses, 0.0)
   lmax = jnp.where(any_valid, _gmax(jnp.where(valid, losses, -jnp.inf), axis_name), 0.0)
-  mean = _gsum(l0, axis_name) / n_safe
+  mean = _gsum(l0 / n_safe, axis_name)  # divided first: the sum of losses near the float maximum overflows
   # Form 1: around the max.
   z_max = jnp.where(valid, (l0 - lmax) / r, -jnp.inf)
   around_max = lmax + r * jnp.log(_gsum(jnp.exp(z_max), axis_name) / n_safe)
@@ -310,7 +315,7 @@ def kl_dro_value(losses: Array, r: float, mask: Array | None = None, *, axis_nam
   around_mean = mean + r * jnp.log1p(_gsum(jnp.where(valid, jnp.expm1(z_mean), 0.0), axis_name) / n_safe)
   use_mean = (lmax - mean) <= r
   value = jnp.where(use_mean, around_mean, around_max)
-  value = jnp.where(jnp.isinf(r), mean, value)
+  value = jnp.where(r_is_inf, mean, value)
   return jnp.where(any_valid, value, 0.0)
 
 

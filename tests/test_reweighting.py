@@ -98,8 +98,11 @@ def test_minmax_normalize_matches_reference(x64, delta):
   got = rw.minmax_normalize(jnp.asarray(l), delta)
   np.testing.assert_allclose(got, np_minmax(l, delta), rtol=1e-12, atol=1e-12)
   assert got.min() == -delta and got.max() == delta
-  # all-equal losses map to -delta (uniform weights downstream)
-  np.testing.assert_array_equal(rw.minmax_normalize(jnp.full((5,), 2.0), delta), -delta)
+  # all-equal losses map to 0 (uniform weights downstream); below the 1e-6 floor h shrinks towards 0 around
+  # the mid-range, as the reference's formula does
+  np.testing.assert_array_equal(rw.minmax_normalize(jnp.full((5,), 2.0), delta), 0.0)
+  tiny = np.arange(1.0, 6.0) * 1e-7
+  np.testing.assert_allclose(rw.minmax_normalize(jnp.asarray(tiny), delta), np_minmax(tiny, delta), atol=1e-12)
 
 
 def test_strategy_scores_values():
@@ -171,6 +174,11 @@ def test_kl_dro_value_large_r_limit_is_mean_plus_half_variance_over_r(x64):
   l32 = l.astype(jnp.float32)
   np.testing.assert_allclose(rw.kl_dro_value(l32, 1e30), float(l.mean()), rtol=1e-6)
   np.testing.assert_allclose(rw.kl_dro_value(l32, jnp.inf), float(l.mean()), rtol=1e-6)
+  # r = inf: the gradients are the limits (uniform weights, dPhi/dr = -KL(u || u) = 0), not NaN
+  np.testing.assert_allclose(jax.grad(rw.kl_dro_value)(l32, jnp.inf), np.full(l.shape, 1 / l.size), rtol=1e-6)
+  assert float(jax.grad(rw.kl_dro_value, argnums=1)(l32, jnp.inf)) == 0.0
+  # losses near the float maximum: the mean is taken without overflowing
+  np.testing.assert_allclose(rw.kl_dro_value(jnp.array([3e38, 3e38], jnp.float32), 1.0), 3e38, rtol=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5, 0.3, 0.1, 0.01])

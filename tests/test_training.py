@@ -136,6 +136,17 @@ def test_weighting_rule_and_monitor_loss_are_used():
   assert np.all(metrics["loss"] < 1.0)  # MSE to one-hot, not the cross-entropy (about 2.3 at init)
 
 
+def test_weight_diagnostics_normalise_weights_that_do_not_sum_to_one():
+  """The EMA KL-DRO rule's weights sum to 1 only on average; ESS/N and N w_max describe the normalised ones."""
+  half_uniform = training.WeightingRule(init=lambda: jnp.int32(0),
+                                        apply=lambda l, m, s: (0.5 * m / m.sum(), s))
+  program = _digits_program(weighting=half_uniform)
+  state = program.init(jax.random.key(0), {"learning_rate": 1e-3})
+  _, metrics = jax.jit(program.run_chunk, static_argnums=3)(state, {"learning_rate": 1e-3}, program.data, 2)
+  np.testing.assert_allclose(metrics["weight_max_n"], 1.0, rtol=1e-6)
+  np.testing.assert_allclose(metrics["ess_fraction"], 1.0, rtol=1e-6)
+
+
 def test_identity_perturbation_leaves_training_unchanged():
   plain = _digits_program()
   perturbed = _digits_program(perturb=lambda loss_fn, params, x, y, key: x + 0.0 * loss_fn(params, x, y)[:, None])

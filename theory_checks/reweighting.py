@@ -395,7 +395,7 @@ def _worst_case_table(rng, trials):
 
 def _invariances(rng, trials):
   f = _jitted()
-  aff, perm, lin = 0.0, 0.0, 0.0
+  aff, shift, perm, lin = 0.0, 0.0, 0.0, 0.0
   size = SIZE
   for _ in range(trials):
     n = int(rng.integers(3, 50))
@@ -409,6 +409,7 @@ def _invariances(rng, trials):
     permuted = _strategy_weights(f, l[p], r, n)
     for s in rw.STRATEGIES:
       aff = max(aff, np.abs(shifted[s] - base[s]).max())
+    shift = max(shift, np.abs(_strategy_weights(f, l + b, r, n)["kl_dro"] - base["kl_dro"]).max())
     for s in base:
       perm = max(perm, np.abs(permuted[s] - base[s][p]).max())
     lin = max(lin, np.abs(base["linear"] - _unpad(f["kl_w"](f["minmax"](lp, 1.0, mask), 2 * r, mask), n)).max())
@@ -421,6 +422,7 @@ def _invariances(rng, trials):
   lin_up = 32 * float(np.max(outlier["linupper"]))
   worst = 32 * math.e / (math.e + 31)
   return [identity("affine invariance of loss-based weights (a l + b, a > 0)", aff, 1e-10),
+          identity("shift invariance of KL-DRO weights (l + c)", shift, 1e-10),
           identity("permutation equivariance (loss-based, KL-DRO, CVaR)", perm, 1e-12),
           identity("linear = KL-DRO on normalised losses at temperature 2r", lin, 1e-12),
           inequality("outlier: quadratic becomes ~uniform (KL to uniform)", quad_kl, 1e-4),

@@ -96,9 +96,13 @@ def make_train_step(model: PureModel, loss: PerExampleLoss, weighting: Weighting
         objective, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # Diagnostics of the normalised weights (the EMA KL-DRO rule's sum to 1 only on average).
     n = jnp.maximum(mask.sum(), 1).astype(weights.dtype)
+    total = weights.sum()
+    total = jnp.where(total > 0, total, 1.0)  # all-zero weights (no real example): report 0, not NaN
     metrics = {"loss": monitored, "objective": value, "grad_norm": optax.tree.norm(grads),
-               "weight_max_n": n * weights.max(), "ess_fraction": 1.0 / (n * jnp.sum(weights ** 2))}
+               "weight_max_n": n * weights.max() / total,
+               "ess_fraction": total ** 2 / (n * jnp.sum(weights ** 2))}
     new_state = TrainState(state.step + 1, params, model_state, opt_state, rule_state, state.key)
     return new_state, metrics
 
