@@ -5,10 +5,12 @@ C(x) = {x' : ||x' - x||_p <= eps} ∩ [lo, hi]^D by projected (normalised) gradi
 
     x'_{k+1} = Proj_C(x'_k + alpha * s(grad_x' l(theta, x'_k, y))),   s = sign (L_inf) or g / ||g||_2 (L_2),
 
-from a uniform random start in the ball (Madry et al.). Proj_C is exact: for L_inf it clips every coordinate to
-[max(x - eps, lo), min(x + eps, hi)]; for L_2 it scales the perturbation onto the ball and then clips to the box
-(clipping moves every coordinate towards x, so it never leaves the ball). A final rounding guard makes the
-computed |x' - x| <= eps hold exactly in floating point, for every example.
+from a uniform random start in the ball (Madry et al.). Proj_C is feasible: for L_inf it clips every coordinate
+to [max(x - eps, lo), min(x + eps, hi)] (the exact Euclidean projection); for L_2 it scales the perturbation
+onto the ball and then clips to the box (clipping moves every coordinate towards x, so it never leaves the
+ball, though near a saturated box face the result is not the Euclidean projection onto ball ∩ box). A final
+rounding guard makes |x' - x| <= eps hold exactly for every example, for the difference computed in float32 or
+wider (bf16/f16 inputs are tested in float32 against eps itself, not eps rounded to bf16).
 
 DONE (Sow, Lin, Wang, Liang; ICLR 2024). Bilevel, instance-reweighted adversarial training:
 
@@ -147,6 +149,19 @@ def _l2(x: Array) -> Array:
   return jnp.sqrt(_sum_rest(jnp.square(x)))
 
 
+def _unit_l2(g: Array) -> Array:
+  """g / ||g||_2 per example (0 where g = 0). Scaled by max |g| first: the squares of gradients below ~1e-20
+  underflow in float32 (the "unit" step would be ~1e7 long) and those of huge ones overflow (no step)."""
+  m = _bcast(jnp.max(jnp.abs(g).reshape(g.shape[0], -1), axis=1), g)
+  g = g / jnp.where(m > 0, m, 1.0)
+  return g / _bcast(jnp.maximum(_l2(g), jnp.finfo(g.dtype).tiny), g)
+
+
+def _compute_dtype(dtype) -> jnp.dtype:
+  """At least float32: bf16/f16 feasibility is decided in float32, where eps and |x' - x| are exact enough."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _interval(x: Array, eps: Array, bounds) -> tuple[Array, Array]:
   """Per-coordinate feasible interval [lower, upper] for x' (L_inf ball ∩ box), computed in x's dtype."""
   eps = jnp.asarray(eps, x.dtype)
@@ -168,9 +183,11 @@ def project(x_adv: Array, x: Array, *, eps, norm: str = "linf", bounds=(0.0, 1.0
 
   L_inf: coordinate-wise clip to [max(x - eps, lo), min(x + eps, hi)] (the exact Euclidean projection).
   L_2: scale x_adv - x onto the ball, then clip to the box (feasible; clipping towards x keeps it in the ball).
-  With `exact`, a rounding guard moves any coordinate whose computed |x' - x| exceeds eps by one ulp towards x
-  (L_inf), or shrinks an example whose computed ||x' - x||_2 exceeds eps (L_2), so feasibility holds exactly
-  in floating point. `x` must itself lie in the box.
+  With `exact`, a rounding guard moves any coordinate whose |x' - x| exceeds eps towards x, one ulp at a time
+  (L_inf), or shrinks an example whose ||x' - x||_2 exceeds eps (L_2), so feasibility holds exactly for the
+  difference computed in float32 or wider (bf16/f16 inputs: their exact difference against eps in float32;
+  float32 inputs: the rounded float32 difference, which can exceed the real one by an ulp). `x` must itself
+  lie in the box.
   """
   _checks.check_positive(eps, "eps", allow_zero=True)
   _check_bounds(bounds)
@@ -181,13 +198,25 @@ def project(x_adv: Array, x: Array, *, eps, norm: str = "linf", bounds=(0.0, 1.0
 
 def _project(x_adv: Array, x: Array, *, eps, norm: str, bounds, exact: bool) -> Array:
   """`project` without the input checks (the attacks check their arguments once)."""
-  eps = jnp.asarray(eps, x.dtype)
+  cd = _compute_dtype(x.dtype)
+  eps_c = jnp.asarray(eps, cd)  # the exact guard compares against eps in float32 (or wider), not rounded to bf16
+  eps = eps_c.astype(x.dtype)
+
+  def deviation(out):
+    return out.astype(cd) - x.astype(cd)
+
   if norm == "linf":
-    lower, upper = _interval(x, eps, bounds)
-    out = jnp.clip(x_adv, lower, upper)
-    if exact:
-      out = jnp.where(jnp.abs(out - x) > eps, jnp.nextafter(out, x), out)
-    return out
+    if not exact:
+      return jnp.clip(x_adv, *_interval(x, eps, bounds))
+    # The interval in float32 (or wider), rounded inwards to x's dtype (bf16 rounds eps itself up by up to half
+    # an ulp), then a guard for the rounded difference: a coordinate whose computed |x' - x| still exceeds eps
+    # moves one ulp towards x.
+    lower, upper = _interval(x.astype(cd), eps_c, bounds)
+    lower_x, upper_x = lower.astype(x.dtype), upper.astype(x.dtype)
+    lower_x = jnp.where(lower_x.astype(cd) < lower, jnp.nextafter(lower_x, upper_x), lower_x)
+    upper_x = jnp.where(upper_x.astype(cd) > upper, jnp.nextafter(upper_x, lower_x), upper_x)
+    out = jnp.clip(x_adv, lower_x, upper_x)
+    return jnp.where(jnp.abs(deviation(out)) > eps_c, jnp.nextafter(out, x), out)
   if norm != "l2":
     raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}.")
   delta = x_adv - x
@@ -195,15 +224,18 @@ def _project(x_adv: Array, x: Array, *, eps, norm: str, bounds, exact: bool) -> 
   scale = jnp.where(n > eps, eps / jnp.where(n > 0, n, 1.0), 1.0)
   out = _box(x + delta * _bcast(scale, delta), bounds)
   if exact:
-    # Rounding of x + delta (and of the norm itself, which depends on the summation order) can put the
-    # computed norm a few ulps past eps: pull examples above eps (1 - 64 ulp) back inside by a relative
-    # 2^-20 .. 2^-14 (rarely taken).
-    inner = eps * (1.0 - 64 * jnp.finfo(x.dtype).eps)
-    for k in (20, 17, 14):
-      d = out - x
+    # Rounding of x + delta (and of the norm itself, which depends on the summation order) can put the norm a
+    # few ulps past eps: pull examples above eps (1 - 64 ulp) back inside by a relative 8, 64 and 512 ulps of
+    # x's dtype (at most half), and return x itself for any example still outside (never seen).
+    inner = eps_c * (1.0 - 64 * jnp.finfo(cd).eps)
+    ulp = float(jnp.finfo(x.dtype).eps)
+    for k in (3, 6, 9):
+      d = deviation(out)
       n = _l2(d)
-      shrink = jnp.where(n > inner, (inner / jnp.where(n > 0, n, 1.0)) * (1.0 - 2.0 ** -k), 1.0)
-      out = jnp.where(_bcast(n > inner, d), _box(x + d * _bcast(shrink, d), bounds), out)
+      factor = (inner / jnp.where(n > 0, n, 1.0)) * max(1.0 - 2.0 ** k * ulp, 0.5)
+      shrunk = _box(x + (d * _bcast(factor, d)).astype(x.dtype), bounds)
+      out = jnp.where(_bcast(n > inner, d), shrunk, out)
+    out = jnp.where(_bcast(_l2(deviation(out)) > eps_c, out), x, out)
   return out
 
 
@@ -214,7 +246,7 @@ def _random_start(key: Array, x: Array, eps: Array, norm: str) -> Array:
   # Uniform in the L2 ball: Gaussian direction, radius eps * U^(1/D).
   k1, k2 = jax.random.split(key)
   g = jax.random.normal(k1, x.shape, x.dtype)
-  g = g / _bcast(jnp.maximum(_l2(g), jnp.finfo(x.dtype).tiny), g)
+  g = _unit_l2(g)
   dim = math.prod(x.shape[1:])
   radius = eps * jax.random.uniform(k2, (x.shape[0],), x.dtype) ** (1.0 / dim)
   return g * _bcast(radius, g)
@@ -262,7 +294,8 @@ def pgd_attack(loss_fn: LossFn, params: PyTree, x: Array, y: Array, key: Array, 
   params = jax.lax.stop_gradient(params)
   x = jax.lax.stop_gradient(x)
   dtype = x.dtype
-  eps = jnp.asarray(eps, dtype)
+  eps_c = jnp.asarray(eps, _compute_dtype(dtype))  # the final exact projection tests against this eps
+  eps = eps_c.astype(dtype)
   step_size = jnp.asarray(step_size, dtype)
   proj = functools.partial(_project, x=x, eps=eps, norm=norm, bounds=bounds, exact=False)
   x0 = proj(x + _random_start(key, x, eps, norm)) if random_start else x
@@ -273,11 +306,11 @@ def pgd_attack(loss_fn: LossFn, params: PyTree, x: Array, y: Array, key: Array, 
     if norm == "linf":
       direction = jnp.sign(g)
     else:
-      direction = g / _bcast(jnp.maximum(_l2(g), jnp.finfo(dtype).tiny), g)
+      direction = _unit_l2(g)
     return proj(xa + step_size * direction)
 
   x_adv = jax.lax.fori_loop(0, num_steps, body, x0)
-  x_adv = _project(x_adv, x, eps=eps, norm=norm, bounds=bounds, exact=True)
+  x_adv = _project(x_adv, x, eps=eps_c, norm=norm, bounds=bounds, exact=True)
   return jax.lax.stop_gradient(x_adv)
 
 
@@ -306,6 +339,11 @@ def pgd_perturbation(*, eps=8 / 255, step_size=2 / 255, num_steps: int = 10, nor
 
 class BarrierConfig(NamedTuple):
   """The log-barrier lower level and its matrix-free solvers.
+
+  The defaults are a starting point, not a guarantee: the implicit hypergradient is only right at a stationary
+  point of a strongly convex lower level, so tune `lam` (and `newton_steps`) for the model and check
+  `barrier_residual` at the solution: with too small a `lam` Newton-CG stalls away from stationarity and the
+  hypergradient can be off by more than 100%, silently.
 
   mu: barrier weight (> 0; the interior solution tends to the constrained one as mu -> 0).
   lam: quadratic regulariser (lam/2)||delta||^2; must exceed the largest curvature of the loss in the input
@@ -427,6 +465,19 @@ def solve_barrier_attack(loss_fn: LossFn, params: PyTree, x: Array, y: Array, de
   return jax.lax.stop_gradient(delta)
 
 
+def barrier_residual(loss_fn: LossFn, params: PyTree, x: Array, y: Array, delta: Array, *, eps,
+                     bounds=(0.0, 1.0), config: BarrierConfig = BarrierConfig()) -> Array:
+  """max_j |d g_i / d delta_ij| per example, shape (B,): how far `delta` is from a stationary point of the
+  log-barrier lower level (0 at `solve_barrier_attack`'s target; inf where delta is not strictly inside its
+  interval). The implicit hypergradient assumes ~0."""
+  _checks.check_same_shape(delta, x, "delta", "x")
+  _, grad, _ = _lower_level_fns(loss_fn, jax.lax.stop_gradient(params), x, y, eps, bounds, config)
+  a, b = _delta_interval(x, eps, bounds)
+  inside = jnp.all(((delta > a) & (delta < b)).reshape(delta.shape[0], -1), axis=1)
+  g = grad(delta)
+  return jnp.where(inside, jnp.max(jnp.abs(g).reshape(g.shape[0], -1), axis=1), jnp.inf)
+
+
 def _implicit_delta(loss_fn: LossFn, eps, bounds, cfg: BarrierConfig):
   """delta*(params, x, y, delta0) with a custom VJP from the implicit function theorem."""
 
@@ -509,7 +560,8 @@ def done(r: float = 1.0, *, beta: float | None = None, gradient: str = "danskin"
       (`ema_kl_dro_rule(r, beta)`, DONE's CID estimator).
     gradient: "danskin" (attack fixed; PGD) or "implicit" (log-barrier lower level, implicit hypergradient).
     eps, step_size, num_steps, norm, random_start, bounds: the training attack.
-    barrier: lower-level configuration for gradient="implicit".
+    barrier: lower-level configuration for gradient="implicit"; tune its `lam` for the model (see
+      `BarrierConfig` and `barrier_residual`).
     uniform_warmup_steps: uniform weights for the first steps (the rule still updates its state).
 
   Returns:

@@ -53,6 +53,31 @@ def test_pgd_feasible_exactly(norm, radii, random_start):
   assert np.all(x_adv >= 0.0) and np.all(x_adv <= 1.0)
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_bf16_feasible_against_eps_itself(norm):
+  """bf16 rounds 8/255 up (to 0.031494); the attack must stay within the real eps, measured exactly."""
+  params, x, y = _problem(n=256, d=32)
+  x = x.at[:, 2].set(8 / 255).astype(jnp.bfloat16)  # a coordinate whose lower interval end rounds below 0
+  eps = 8 / 255 if norm == "linf" else 0.5
+  x_adv = adv.pgd_attack(_linear_ce, params, x, y, jax.random.key(0), eps=eps, step_size=eps / 4, num_steps=5,
+                         norm=norm)
+  d = np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)
+  size = np.abs(d).max(axis=1) if norm == "linf" else np.sqrt((d * d).sum(axis=1))
+  assert x_adv.dtype == jnp.bfloat16 and size.max() <= np.float32(eps)
+  assert size.max() > 0.9 * eps  # the budget is used, not shrunk away
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_pgd_l2_step_has_step_size_length_for_tiny_and_huge_gradients(scale):
+  """||g||^2 underflows (or overflows) in float32 for gradients near 1e-20 (1e20): the step must not."""
+  x = jnp.full((2, 8), 0.5)
+  direction = jnp.arange(16.0).reshape(2, 8) - 7.5
+  linear = lambda p, xa, y: scale * jnp.sum(direction * xa, axis=1)  # noqa: E731
+  x_adv = adv.pgd_attack(linear, {}, x, jnp.zeros(2), jax.random.key(0), eps=1.0, step_size=0.1, num_steps=1,
+                         norm="l2", random_start=False)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(x_adv - x), axis=1), 0.1, rtol=1e-5)
+
+
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
 def test_pgd_increases_the_loss(norm, eps):
   params, x, y = _problem(n=128)
@@ -266,6 +291,13 @@ def test_implicit_hypergradient_matches_finite_differences(x64):
     fd = (phi_resolved(jax.tree.map(lambda a, b: a + h * b, params, v))
           - phi_resolved(jax.tree.map(lambda a, b: a - h * b, params, v))) / (2 * h)
     np.testing.assert_allclose(jnp.vdot(flat(g), flat(v)), fd, rtol=1e-5)
+  # the formula's premise: the lower level is solved to stationarity (a small interior delta is far from it;
+  # delta = 0 touches the interval's end on the blank coordinate)
+  x_pgd = adv.pgd_attack(_mlp_ce, params, x, y, key, eps=eps, step_size=0.05, num_steps=3)
+  dstar = adv.solve_barrier_attack(_mlp_ce, params, x, y, x_pgd - x, eps=eps, config=cfg)
+  residual = functools.partial(adv.barrier_residual, _mlp_ce, params, x, y, eps=eps, config=cfg)
+  assert np.all(residual(dstar) < 1e-8) and np.all(residual(jnp.full_like(x, 0.01)) > 0.1)
+  assert np.all(np.isinf(residual(jnp.zeros_like(x))))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -244,8 +244,10 @@ def _check_hypergradients(quick) -> list[Check]:
 def _check_pgd_feasibility(quick) -> list[Check]:
   checks = []
   n, d = (64, 20) if quick else (512, 64)
-  # quick: float32 only (the dtype attacks run in); the full run adds float64.
-  for dtype in ((jnp.float32,) if quick else (jnp.float32, jnp.float64)):
+  # quick: float32 and bfloat16; the full run adds float64. A bf16 attack is measured exactly (in float64)
+  # against eps in float32, the precision its feasibility guard works in; the others in their own dtype.
+  for dtype in ((jnp.float32, jnp.bfloat16) if quick else (jnp.float32, jnp.bfloat16, jnp.float64)):
+    measure = jnp.float64 if dtype == jnp.bfloat16 else dtype
     params, x, y = _problem(3, n, d)
     params = jax.tree.map(lambda p: p.astype(dtype), params)
     x = x.astype(dtype)
@@ -253,15 +255,15 @@ def _check_pgd_feasibility(quick) -> list[Check]:
     x = x.at[:, -2].set(1.0).at[:, -1].set(jnp.asarray(1.0, dtype) - jnp.finfo(dtype).eps)
     for norm, eps_list in (("linf", (8 / 255, 0.3, 2.0)), ("l2", (0.5, 3.0, 50.0))):
       worst_ball, worst_box = -np.inf, 0.0
-      eps_arr = jnp.asarray(eps_list, dtype)
+      eps_arr = jnp.asarray(eps_list, jnp.promote_types(dtype, jnp.float32))
       keys = jax.random.split(jax.random.key(0), len(eps_list))
       for start in (True,):
         attack = jax.jit(jax.vmap(lambda e, k, norm=norm, start=start: adv.pgd_attack(
             _ce, params, x, y, k, eps=e, step_size=e / 3, num_steps=15, norm=norm, random_start=start)))
         x_adv = attack(eps_arr, keys)  # (radii, n, d)
-        dev = x_adv - x[None]
+        dev = x_adv.astype(measure) - x[None].astype(measure)
         size = jnp.max(jnp.abs(dev), axis=-1) if norm == "linf" else jnp.sqrt(jnp.sum(dev * dev, axis=-1))
-        worst_ball = max(worst_ball, float(jnp.max(size - eps_arr[:, None])))
+        worst_ball = max(worst_ball, float(jnp.max(size - eps_arr[:, None].astype(measure))))
         worst_box = max(worst_box, float(jnp.max(jnp.maximum(-x_adv, x_adv - 1.0))))
       name = jnp.dtype(dtype).name
       checks.append(inequality(f"PGD {norm} {name}: max_i (||x_adv_i - x_i|| - eps) <= 0 (exact)", worst_ball,
