@@ -85,8 +85,22 @@ def test_ncx2_logcdf_matches_scipy_and_spec_worked_check():
   for nu, delta, x in [(3.0, 0.5, 0.01), (3.0, 0.5, 2.0), (10.0, 20.0, 5.0), (50.0, 0.0, 1.0), (2.0, 7.0, 40.0)]:
     ref = stats.ncx2.logcdf(x, nu, delta) if delta > 0 else stats.chi2.logcdf(x, nu)
     assert abs(float(ib.ncx2_logcdf(x, nu, delta)) - ref) < 1e-8 * max(1.0, abs(ref))
-  # Spec: nu=106.4, delta=61.6, s=3.49e-3 gives 9.72 nats at eps=0.339.
+  # Spec: nu=106.4, delta=61.6, s=3.49e-3 gives 9.72 nats at eps=0.339 (the sample minimum) and 4.56 nats =
+  # 6.57 bits at eps=0.426 (the 1% quantile). With the parameters rounded as printed, the latter lies in
+  # [4.545, 4.624] (4.585 at the printed values).
   assert abs(-float(ib.ncx2_logcdf(0.339, 106.4, 61.6, 3.49e-3)) - 9.72) < 0.01
+  nats = -float(ib.ncx2_logcdf(0.426, 106.4, 61.6, 3.49e-3))
+  assert abs(nats - 4.56) < 0.04 and abs(nats / math.log(2) - 6.57) < 0.06
+
+
+def test_gp_samples_are_finite_for_float32_inputs_with_an_ill_conditioned_kernel():
+  """K_XX + 1e-6 I of 100 points in 2-D cannot be factorised in float32; the sampler factorises in float64."""
+  rng = np.random.default_rng(0)
+  xtr, xte = rng.normal(size=(100, 2)).astype(np.float32), rng.normal(size=(50, 2)).astype(np.float32)
+  ytr = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 100)]
+  ls = ib.median_lengthscale(xtr)
+  f = ib.gp_posterior_samples(jax.random.key(0), xtr, ytr, xte, num_samples=8, lengthscale=ls)
+  assert f.dtype == jnp.float32 and f.shape == (8, 50, 3) and bool(jnp.all(jnp.isfinite(f)))
 
 
 def test_logcdf_deep_tail_does_not_underflow():

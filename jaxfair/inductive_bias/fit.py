@@ -116,7 +116,9 @@ def fit_scaled_ncx2(losses) -> Ncx2Fit:
   res = optimize.minimize(_nll, theta0, args=(xs,), method="L-BFGS-B", bounds=bounds,
                           options={"ftol": 1e-13, "gtol": 1e-9, "maxiter": 500})
   theta = res.x
-  if not res.success:  # polish (rare: flat nu/delta ridge)
+  # With many degrees of freedom nu and delta are nearly unidentified (only the mean and variance are pinned
+  # down), so L-BFGS-B often stops on that ridge near its start and the reported delta says little by itself.
+  if not res.success:  # polish along the flat nu/delta ridge
     res2 = optimize.minimize(_nll, res.x, args=(xs,), method="Nelder-Mead",
                              options={"xatol": 1e-7, "fatol": 1e-12, "maxiter": 2000})
     theta = res2.x if res2.fun <= res.fun else res.x

@@ -102,7 +102,8 @@ class GeneralizedChiSquared:
     return out
 
   def logcdf(self, x) -> np.ndarray:
-    """log P(Q <= x), exact up to quadrature error (relative ~1e-10), for scalar or array x."""
+    """log P(Q <= x), exact up to quadrature error (relative ~1e-10 when the total degrees of freedom are >= 1;
+    below that the integrand decays slowly and the node cap leaves ~1e-6), for scalar or array x."""
     return np.vectorize(lambda v: _log_tail(self, float(v))[0], otypes=[np.float64])(x)
 
   def logsf(self, x) -> np.ndarray:

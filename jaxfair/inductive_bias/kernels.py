@@ -159,46 +159,53 @@ def gp_posterior_losses(key: Array, x_train: Array, y_train: Array, x_test: Arra
   if chunk_size is None:
     m, k = np.shape(y_test)
     chunk_size = default_chunk(3 * m * k * jnp.dtype(dtype).itemsize, max_chunk_bytes, int(num_samples))
-  # The posterior and its factor are computed once in float64 (K_XX + jitter I has condition number up to
-  # ~1/jitter, which float32 cannot solve); the per-sample work then runs in the input dtype.
+  mean, cov = _posterior_f64(x_train, y_train, x_test, lengthscale, jitter)
+  resid = mean - np.asarray(y_test, np.float64)
+  cast = lambda a: jnp.asarray(a, dtype)
+  if method == "eigh":
+    lam, u = np.linalg.eigh(cov + float(jitter) * np.eye(len(cov)))
+    rotated, sqrt_lam = u.T @ resid, np.sqrt(np.maximum(lam, 0.0))
+    return _sample_losses_eigh(key, cast(rotated), cast(sqrt_lam), int(num_samples), int(chunk_size))
+  chol = _cholesky_with_jitter(cov, jitter)
+  return _sample_losses_cholesky(key, cast(resid), cast(chol), int(num_samples), int(chunk_size))
+
+
+def _posterior_f64(x_train, y_train, x_test, lengthscale, jitter) -> tuple[np.ndarray, np.ndarray]:
+  """The posterior mean and covariance in float64 (K_XX + jitter I has condition number up to ~1/jitter, which
+  float32 cannot factorise); the per-sample work then runs in the input dtype."""
   with jax.enable_x64(True):
     f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
     mean, cov = gp_posterior(f64(x_train), f64(y_train), f64(x_test), float(lengthscale), float(jitter))
-    if not bool(jnp.all(jnp.isfinite(mean))):
-      raise FloatingPointError(f"Cholesky of K_XX + jitter I failed (jitter={jitter}): pass a larger `jitter`.")
-    resid = mean - f64(y_test)
-    m = mean.shape[0]
-    eye = jnp.eye(m, dtype=cov.dtype)
-    if method == "eigh":
-      lam, u = jnp.linalg.eigh(cov + jitter * eye)
-      rotated, sqrt_lam = np.asarray(u.T @ resid), np.asarray(jnp.sqrt(jnp.maximum(lam, 0.0)))
-    else:
-      j = float(jitter)
-      for _ in range(5):
-        chol = jnp.linalg.cholesky(cov + j * eye)
-        if bool(jnp.all(jnp.isfinite(chol))):
-          break
-        j *= 10.0
-      else:
-        raise FloatingPointError(f"posterior covariance not positive definite even with jitter={j}; "
-                                 "increase `jitter` or use method='eigh'.")
-      resid, chol = np.asarray(resid), np.asarray(chol)
-  cast = lambda a: jnp.asarray(a, dtype)
-  if method == "eigh":
-    return _sample_losses_eigh(key, cast(rotated), cast(sqrt_lam), int(num_samples), int(chunk_size))
-  return _sample_losses_cholesky(key, cast(resid), cast(chol), int(num_samples), int(chunk_size))
+    mean, cov = np.asarray(mean), np.asarray(cov)
+  if not np.all(np.isfinite(mean)):
+    raise FloatingPointError(f"Cholesky of K_XX + jitter I failed (jitter={jitter}): pass a larger `jitter`.")
+  return mean, cov
+
+
+def _cholesky_with_jitter(cov: np.ndarray, jitter: float) -> np.ndarray:
+  """Lower Cholesky factor of cov + j I in float64, with j = jitter raised 10x up to 4 times until it exists."""
+  j = float(jitter)
+  for _ in range(5):
+    try:
+      return np.linalg.cholesky(cov + j * np.eye(len(cov)))
+    except np.linalg.LinAlgError:
+      j *= 10.0
+  raise FloatingPointError(f"posterior covariance not positive definite even with jitter={j / 10}; "
+                           "increase `jitter` or use method='eigh'.")
 
 
 
 def gp_posterior_samples(key: Array, x_train: Array, y_train: Array, x_test: Array, *, num_samples: int,
                          lengthscale: float = 1.0, jitter: float = 1e-6) -> Array:
-  """(num_samples, m, k) posterior function values f = mu + L z (the predictions behind `gp_posterior_losses`)."""
+  """(num_samples, m, k) posterior function values f = mu + L z (the predictions behind `gp_posterior_losses`:
+  the posterior and its factor in float64 with the same jitter rule, the samples in the dtype of `x_train`)."""
   _validate(x_train, y_train, x_test, None, need_y_test=False)
   _check_kernel_params(lengthscale, jitter)
-  mean, cov = gp_posterior(jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_test), lengthscale, jitter)
-  m, k = mean.shape
-  chol = jnp.linalg.cholesky(cov + jitter * jnp.eye(m, dtype=cov.dtype))
-  z = jax.random.normal(key, (num_samples, m, k), mean.dtype)
+  dtype = jnp.asarray(x_train).dtype
+  dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
+  mean, cov = _posterior_f64(x_train, y_train, x_test, lengthscale, jitter)
+  mean, chol = jnp.asarray(mean, dtype), jnp.asarray(_cholesky_with_jitter(cov, jitter), dtype)
+  z = jax.random.normal(key, (num_samples,) + mean.shape, dtype)
   return mean[None] + jnp.einsum("ij,sjk->sik", chol, z)
 
 
