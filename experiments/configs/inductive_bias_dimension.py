@@ -7,7 +7,8 @@ Launch (CPU, a few minutes on 2 cores):
 
 Each task is scored under two hypothesis spaces: the RBF-GP posterior (5,000 samples; lengthscale = median
 pairwise distance) with the exact generalized chi-squared tail alongside the paper's ncx2 fit, and 128
-ReLU MLPs (width 64, depth 1, 200 epochs of full-batch Adam at lr 3e-3; the reference code uses 1e-3) trained from independent inits in one vmapped program.
+ReLU MLPs (width 64, depth 1, 200 epochs of full-batch Adam at lr 3e-3; the reference code uses 1e-3) trained
+from independent inits in one vmapped program.
 Synthetic tasks (d = 2, 8, 32, 128): x ~ N(0, I_d), 2 classes from a random linear teacher, 100 train / 200 test points, target
 errors 0.15 and 0.25 (test MSE on one-hot targets; the null predictor scores 0.5). Digits: PCA to d = 2, 8, 32, 64
 dimensions (rescaled to unit per-coordinate scale), 200 train / 300 test, target errors 0.02 and 0.03 (null
