@@ -143,7 +143,8 @@ def make_loss(name: str, ens_kwargs: dict[str, Any]):
 def make_model(spec: ml_collections.ConfigDict, input_shape: tuple[int, ...]) -> models_lib.PureModel:
   kind = spec.kind
   if kind == "mlp":
-    return models_lib.mlp(input_shape, 1, width=spec.width, depth=spec.depth, norm=spec.get("norm", "batch"))
+    return models_lib.mlp(input_shape, 1, width=spec.width, depth=spec.depth, norm=spec.get("norm", "batch"),
+                          norm_position=spec.get("norm_position", "pre_activation"))
   if kind == "cnn":
     return models_lib.cnn(input_shape, 1, channels=tuple(spec.channels))
   raise ValueError(f"model kind must be 'mlp' or 'cnn', got {kind!r}.")

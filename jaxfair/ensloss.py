@@ -92,6 +92,17 @@ def _check_options(clip: Any, tail: Any, shift: Any) -> None:
   _checks.check_positive(shift, "shift", allow_zero=True)
 
 
+def _check_finite_derivative(clip: Any, lam: Any, lam_redraw: bool) -> None:
+  """An unclipped draw with lambda < 0 can be -inf (1 + lambda xi <= 0), which makes the update NaN."""
+  v = None if clip is None else _checks.concrete_value(clip)
+  unclipped = clip is None or (v is not None and np.all(np.isneginf(v)))
+  lam_v = _checks.concrete_value(lam)
+  if unclipped and (lam_redraw or (lam_v is not None and np.any(lam_v < 0))):
+    raise ValueError(f"`clip`={clip} leaves the derivative unbounded, and with lambda < 0 "
+                     f"({'redrawn from U(-1, 1)' if lam_redraw else f'lam={lam}'}) a draw can be -inf, which makes "
+                     "the update NaN. Keep a finite `clip` (the reference's -1) or use lam >= 0.")
+
+
 def _as_mask(mask: Array | None, n: int) -> Array:
   if mask is None:
     return jnp.ones((n,), bool)
@@ -185,6 +196,7 @@ def ensloss(key: Array, logits: Array, labels: Array, *, mask: Array | None = No
     A scalar whose value is NOT a loss (monitor `jaxfair.losses.logistic` or `zero_one`) and whose gradient is
     the random calibrated derivative.
   """
+  _check_finite_derivative(clip, lam, lam_redraw)
   z, _ = _binary_inputs(logits, labels)
   mask = _as_mask(mask, z.shape[0])
   key, lam = _redraw_lam(key, lam, lam_redraw)
@@ -204,6 +216,7 @@ def ensloss_loss(*, lam: float = 0.0, clip: float | None = -1.0, tail: str | Non
   would see these surrogate values; EnsLoss is meant for the uniform rule.
   """
   _check_options(clip, tail, shift)
+  _check_finite_derivative(clip, lam, lam_redraw)
 
   def loss(outputs: Array, labels: Array, *, key: Array | None = None, mask: Array | None = None) -> Array:
     if key is None:
@@ -220,17 +233,21 @@ def ensloss_loss(*, lam: float = 0.0, clip: float | None = -1.0, tail: str | Non
   return loss
 
 
-def population_derivative(z: Array, margin_cdf: Array, *, clip: float | None = -1.0, tail: str | None = "inverse",
-                          shift: float = 1e-6) -> Array:
+def population_derivative(z: Array, margin_cdf: Array | None = None, *, margin_sf: Array | None = None,
+                          clip: float | None = -1.0, tail: str | None = "inverse", shift: float = 1e-6) -> Array:
   r"""The large-batch limit (lambda = 0) of the derivative at margin z whose rank quantile is F(z).
 
   The u-quantile of v = -exp(xi) is -exp(Phi^{-1}(1 - u)), so with the clip at -1 the matched value is
   -min(1, exp(Phi^{-1}(1 - F(z)))), then the tail rescale and the shift apply. [derived]
+  Pass either `margin_cdf` F(z) or `margin_sf` 1 - F(z); the survival function keeps the far tail, where
+  1 - F(z) < 1e-16 is lost to rounding in 1 - `margin_cdf`.
   """
   _check_options(clip, tail, shift)
+  if (margin_cdf is None) == (margin_sf is None):
+    raise ValueError("Pass exactly one of `margin_cdf` (F(z)) and `margin_sf` (1 - F(z)).")
   z = jnp.asarray(z)
-  u = jnp.clip(jnp.asarray(margin_cdf, z.dtype), 0.0, 1.0)
-  base = -jnp.exp(jax.scipy.special.ndtri(1.0 - u))
+  sf = 1.0 - jnp.asarray(margin_cdf, z.dtype) if margin_sf is None else jnp.asarray(margin_sf, z.dtype)
+  base = -jnp.exp(jax.scipy.special.ndtri(jnp.clip(sf, 0.0, 1.0)))
   g = base if clip is None else jnp.maximum(base, clip)
   g = _tail_rescale(g, z, tail)
   return g - shift

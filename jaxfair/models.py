@@ -61,20 +61,28 @@ def _norm_mask(mask: Array | None, ndim: int) -> Array | None:
   return None if mask is None else mask.reshape(mask.shape + (1,) * (ndim - 1)).astype(bool)
 
 
+NORM_POSITIONS = ("pre_activation", "post_activation")
+
+
 class MLP(nnx.Module):
-  """Flatten -> depth x [Dense(width) -> norm? -> activation] -> Dense(num_outputs)."""
+  """Flatten -> depth x [Dense(width) -> norm? -> activation] -> Dense(num_outputs); with
+  `norm_position="post_activation"` the blocks are Dense -> activation -> norm (EnsLoss's tabular MLPs)."""
 
   def __init__(self, in_features: int, num_outputs: int, *, width: int, depth: int, activation: str,
-               norm: str | None, rngs: nnx.Rngs):
+               norm: str | None, rngs: nnx.Rngs, norm_position: str = "pre_activation"):
     if norm not in (None, "batch", "layer"):
       raise ValueError(f"`norm` must be None, 'batch' or 'layer', got {norm!r}.")
     if activation not in ACTIVATIONS:
       raise ValueError(f"`activation` must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
+    if norm_position not in NORM_POSITIONS:
+      raise ValueError(f"`norm_position` must be one of {NORM_POSITIONS}, got {norm_position!r}.")
     self.depth, self.activation, self.norm = depth, activation, norm
+    self.post_activation = norm_position == "post_activation"
     features = in_features
     for i in range(depth):
-      # A Dense followed by BatchNorm is scale-invariant in its kernel; its bias would be redundant.
-      setattr(self, f"hidden_{i}", nnx.Linear(features, width, use_bias=norm != "batch", rngs=rngs))
+      # A Dense followed directly by BatchNorm is scale-invariant in its kernel; its bias would be redundant.
+      use_bias = norm != "batch" or self.post_activation
+      setattr(self, f"hidden_{i}", nnx.Linear(features, width, use_bias=use_bias, rngs=rngs))
       if norm == "batch":
         setattr(self, f"norm_{i}", nnx.BatchNorm(width, momentum=0.9, rngs=rngs))
       elif norm == "layer":
@@ -87,11 +95,14 @@ class MLP(nnx.Module):
     act = ACTIVATIONS[self.activation]
     for i in range(self.depth):
       x = getattr(self, f"hidden_{i}")(x)
+      if self.post_activation:
+        x = act(x)
       if self.norm == "batch":
         x = getattr(self, f"norm_{i}")(x, use_running_average=not train, mask=_norm_mask(mask, x.ndim))
       elif self.norm == "layer":
         x = getattr(self, f"norm_{i}")(x)
-      x = act(x)
+      if not self.post_activation:
+        x = act(x)
     return self.head(x)
 
 
@@ -128,12 +139,13 @@ class CNN(nnx.Module):
 
 
 def mlp(input_shape: Sequence[int], num_outputs: int, *, width: int = 128, depth: int = 2,
-        activation: str = "relu", norm: str | None = None) -> PureModel:
-  """A pure MLP; `input_shape` excludes the batch axis (inputs are flattened; an int n means (n,))."""
+        activation: str = "relu", norm: str | None = None, norm_position: str = "pre_activation") -> PureModel:
+  """A pure MLP; `input_shape` excludes the batch axis (inputs are flattened; an int n means (n,)).
+  `norm_position`: "pre_activation" (Dense -> norm -> act) or "post_activation" (Dense -> act -> norm)."""
   input_shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else tuple(input_shape)
   in_features = int(np.prod(input_shape))
   return pure_model(lambda rngs: MLP(in_features, num_outputs, width=width, depth=depth, activation=activation,
-                                     norm=norm, rngs=rngs))
+                                     norm=norm, rngs=rngs, norm_position=norm_position))
 
 
 def cnn(input_shape: Sequence[int], num_outputs: int, *, channels: Sequence[int] = (32, 64)) -> PureModel:

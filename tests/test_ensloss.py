@@ -92,6 +92,14 @@ def test_clipped_infinities_from_negative_lambda(x64):
   assert float(g.min()) >= -1.0 - 1e-6 - 1e-15
   g_noclip = E.calibrated_derivatives(key, z, lam=-0.9, clip=None)
   assert np.isneginf(np.asarray(g_noclip)).any()  # the clip is what keeps the +inf base values finite
+  # so the training entry points refuse an unclipped derivative whenever lambda can be negative
+  logits, labels = jnp.zeros(8), jnp.arange(8) % 2
+  for kw in (dict(lam=-0.9, clip=None), dict(lam_redraw=True, clip=float("-inf"))):
+    with pytest.raises(ValueError, match="`clip`.*-inf"):
+      E.ensloss(key, logits, labels, **kw)
+    with pytest.raises(ValueError, match="`clip`.*-inf"):
+      E.ensloss_loss(**kw)
+  assert np.isfinite(float(E.ensloss(key, logits, labels, lam=0.5, clip=None)))  # lambda >= 0: no infinity
 
 
 @pytest.mark.parametrize("masked", [False, True])

@@ -41,6 +41,23 @@ def test_kernels_before_batchnorm_are_scale_invariant(factory):
   np.testing.assert_allclose(out, out_scaled, rtol=1e-3, atol=1e-4)
 
 
+def test_post_activation_blocks_normalise_the_activations():
+  """Linear -> ReLU -> BatchNorm (EnsLoss's tabular MLPs): in train mode the next layer sees zero-mean,
+  unit-variance ReLU outputs; the Linear keeps its bias (it is not followed by a normalisation)."""
+  model = models.mlp((3,), 1, width=4, depth=1, norm="batch", norm_position="post_activation")
+  params, state = model.init(jax.random.key(0))
+  assert "bias" in params["hidden_0"]
+  x = jax.random.normal(jax.random.key(1), (64, 3))
+  out, _ = model.apply(params, state, x, train=True)
+  h = jax.nn.relu(x @ params["hidden_0"]["kernel"] + params["hidden_0"]["bias"][None])
+  h = (h - h.mean(0, keepdims=True)) / jnp.sqrt(h.var(0, keepdims=True) + 1e-5)
+  h = h * params["norm_0"]["scale"][None] + params["norm_0"]["bias"][None]
+  np.testing.assert_allclose(out, h @ params["head"]["kernel"] + params["head"]["bias"][None], rtol=1e-4,
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="norm_position"):
+    models.mlp((3,), 1, norm_position="after").init(jax.random.key(0))
+
+
 def test_bad_configuration_errors():
   with pytest.raises(ValueError, match="norm"):
     models.mlp((3,), 2, norm="group").init(jax.random.key(0))

@@ -94,11 +94,8 @@ def _population_checks(quick: bool) -> list[Check]:
       t = np.linspace(np.log(a), np.log(b_), 20001)
       zz = np.exp(t)
       sf = np.arctan(1.0 / (zz - 1.0)) / np.pi  # Cauchy(1, 1) survival, accurate for large z
-      with jax.enable_x64(True):
-        g = np.asarray(E.population_derivative(jnp.asarray(zz), jnp.asarray(1.0 - sf), tail=tail, shift=0.0))
-        # 1 - sf loses precision once sf < 1e-16: use the survival function directly there.
-        base = -np.minimum(1.0, np.exp(np.asarray(jax.scipy.special.ndtri(jnp.asarray(sf)))))
-      g = base / zz if tail == "inverse" else base
+      with jax.enable_x64(True):  # the survival function: 1 - F(z) < 1e-16 is lost in 1 - cdf
+        g = np.asarray(E.population_derivative(jnp.asarray(zz), margin_sf=jnp.asarray(sf), tail=tail, shift=0.0))
       out.append(abs(np.trapezoid(g * zz, t)))
     return np.array(out)
   inc = increments("inverse")
