@@ -140,6 +140,30 @@ def test_inject_hyperparams_gives_identical_results(name, static):
                state_inject.inner_state)
 
 
+@pytest.mark.parametrize("name", MAIN)
+def test_inject_hyperparams_with_bf16_params(name):
+  """optax casts injected hyperparameters to the params' dtype, where b2 = 0.999 becomes 1 in bf16 (NaN updates
+  under jit): the eager check says so and names the fix, hyperparam_dtype=float32, which gives finite updates."""
+  factory, kwargs = _inject_case(name)
+  params = {"w": jnp.ones((3, 4), jnp.bfloat16), "b": jnp.full((4,), 0.5, jnp.bfloat16)}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1), params)
+  if name in ("adamp", "exadam"):
+    with pytest.raises(ValueError, match="hyperparam_dtype=jnp.float32"):
+      optax.inject_hyperparams(factory)(**kwargs).init(params)
+  opt = optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)(**kwargs)
+  updates, _ = jax.jit(opt.update)(grads, opt.init(params), params)  # float32 (the lr is), as for optax.adam
+  for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(optax.apply_updates(params, updates))):
+    assert bool(jnp.all(jnp.isfinite(u))) and bool(jnp.any(u != 0)) and p.dtype == jnp.bfloat16
+
+
+def test_traced_channel_axis_out_of_range_gives_nan_updates():
+  """A traced channel_axis cannot raise under jit; out of range it must not wrap around silently."""
+  opt = optax.inject_hyperparams(optim.adamp)(0.1, channel_axis=2)
+  params = [jnp.ones((2, 3)), jnp.ones(3)]
+  updates, _ = jax.jit(opt.update)([jnp.full((2, 3), 0.1), jnp.full(3, 0.1)], opt.init(params), params)
+  assert bool(jnp.all(jnp.isnan(updates[0]))) and bool(jnp.all(jnp.isfinite(updates[1])))  # 1-D: no projection
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 @pytest.mark.parametrize("name", MAIN)
 def test_dtype_preserved(name, dtype):

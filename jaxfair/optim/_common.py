@@ -63,8 +63,11 @@ def check_unit_interval(value: Any, name: str, *, closed: bool = False) -> None:
     return
   hi_ok = (v <= 1) if closed else (v < 1)
   if not np.all((v >= 0) & hi_ok):
-    raise ValueError(f"`{name}` must lie in [0, 1{']' if closed else ')'}, got {v.tolist()}"
-                     + ("" if closed else f" (a value of 1 would never forget; try 0.9 or 0.999)") + ".")
+    hint = "" if closed else (
+        " (a value of 1 would never forget; try 0.9 or 0.999. Under optax.inject_hyperparams with bf16/f16 params "
+        "the hyperparameters are cast to the params' dtype, where 0.999 rounds to 1: pass "
+        "hyperparam_dtype=jnp.float32)")
+    raise ValueError(f"`{name}` must lie in [0, 1{']' if closed else ')'}, got {v.tolist()}{hint}.")
 
 
 def check_learning_rate(learning_rate: Any) -> None:
@@ -182,7 +185,8 @@ def project(p: Array, g: Array, d: Array | Callable[[int], Array], *, eps: Any, 
     wd_ratio: weight-decay ratio returned when a view passes.
     channel_axis: output-channel axis of leaves with ndim >= 2 (int; -1 flax, 0 PyTorch). A traced value
       (``optax.inject_hyperparams`` without ``static_args="channel_axis"``) works, at the cost of computing
-      every candidate axis and selecting.
+      every candidate axis and selecting; out of range for a leaf, it makes that leaf's update NaN (a static
+      one raises).
 
   Returns:
     `(d_projected, ratio)`: the projected direction (same shape and dtype as `d`) and the 0-d weight-decay
@@ -202,7 +206,9 @@ def project(p: Array, g: Array, d: Array | Callable[[int], Array], *, eps: Any, 
                            axis=_normalize_axis(axis, p.ndim, p.shape))
   # Traced channel axis: evaluate every candidate and select (branchless, slower). Each candidate gets its own
   # copies of p and g too, or XLA would materialise the products they share.
-  ax = jnp.asarray(channel_axis) % p.ndim
+  ax = jnp.asarray(channel_axis)
+  in_range = (ax >= -p.ndim) & (ax < p.ndim)
+  ax = ax % p.ndim
   d_out, r_out = None, jnp.ones((), dtype)
   for i in range(p.ndim):
     p_i, g_i = fresh_copy((p, g), -1 - i)
@@ -210,7 +216,9 @@ def project(p: Array, g: Array, d: Array | Callable[[int], Array], *, eps: Any, 
                                wd_ratio=wd_ratio, axis=i)
     d_out = d_i if d_out is None else jnp.where(ax == i, d_i, d_out)
     r_out = jnp.where(ax == i, r_i, r_out)
-  return d_out, r_out
+  # An out-of-range traced axis cannot raise under jit: NaN updates (the training loop's NaN guard stops).
+  nan = jnp.asarray(jnp.nan, d_out.dtype)
+  return jnp.where(in_range, d_out, nan), jnp.where(in_range, r_out, nan)
 
 
 def map_leaves(fn, num_outputs: int, tree: Any, *rest: Any) -> tuple[Any, ...]:

@@ -126,7 +126,8 @@ def exadam(learning_rate: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 
     weight_decay: decoupled weight decay :math:`\lambda` (>= 0; 0 is a no-op).
 
   Returns:
-    An `optax.GradientTransformation` (its `update` needs `params` when weight_decay is used).
+    An `optax.GradientTransformation` whose `update` needs `params` (even at weight_decay=0, as
+    `optax.add_decayed_weights` does).
 
   Example:
     >>> import jax.numpy as jnp
