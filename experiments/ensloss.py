@@ -132,9 +132,15 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int, *, clip_nor
   return optax.chain(*parts, base)
 
 
-def make_loss(name: str, ens_kwargs: dict[str, Any]):
+def make_loss(name: str, ens_kwargs: dict[str, Any], steps_per_epoch: int = 1):
+  """The training loss; `ens_kwargs` are `ensloss_loss`'s, with `lam_period_epochs` (0 = off) for the
+  reference's lambda ~ U(-1, 1) re-drawn every P epochs."""
   if name == "ensloss":
-    return ensloss_lib.ensloss_loss(**ens_kwargs)
+    kwargs = dict(ens_kwargs)
+    period = int(kwargs.pop("lam_period_epochs", 0) or 0)
+    if period:
+      kwargs["lam_period_steps"] = period * steps_per_epoch
+    return ensloss_lib.ensloss_loss(**kwargs)
   if name not in losses_lib.BINARY_LOSSES:
     raise ValueError(f"unknown loss {name!r}; choose from {('ensloss',) + tuple(losses_lib.BINARY_LOSSES)}.")
   return losses_lib.BINARY_LOSSES[name]
@@ -160,7 +166,8 @@ def train_runs(model, loss_name: str, config, data: training.TrainData, seeds: n
   chunk = math.ceil(total / num_evals)
   clip = config.exp_clip_norm if loss_name == "exponential" else None
   program = training.make_train(
-      model=model, loss=make_loss(loss_name, dict(config.ensloss)), monitor_loss=losses_lib.logistic,
+      model=model, loss=make_loss(loss_name, dict(config.ensloss), steps_per_epoch),
+      monitor_loss=losses_lib.logistic,
       data=jax.tree.map(lambda a: a[0], data), batch_size=int(config.batch_size),
       optimizer=make_optimizer(config.optimizer, total, clip_norm=clip), num_classes=2,
       eval_batch_size=int(config.get("eval_batch_size", 512)))

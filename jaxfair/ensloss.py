@@ -92,15 +92,15 @@ def _check_options(clip: Any, tail: Any, shift: Any) -> None:
   _checks.check_positive(shift, "shift", allow_zero=True)
 
 
-def _check_finite_derivative(clip: Any, lam: Any, lam_redraw: bool) -> None:
+def _check_finite_derivative(clip: Any, lam: Any, random_lam: bool) -> None:
   """An unclipped draw with lambda < 0 can be -inf (1 + lambda xi <= 0), which makes the update NaN."""
   v = None if clip is None else _checks.concrete_value(clip)
   unclipped = clip is None or (v is not None and np.all(np.isneginf(v)))
   lam_v = _checks.concrete_value(lam)
-  if unclipped and (lam_redraw or (lam_v is not None and np.any(lam_v < 0))):
+  if unclipped and (random_lam or (lam_v is not None and np.any(lam_v < 0))):
     raise ValueError(f"`clip`={clip} leaves the derivative unbounded, and with lambda < 0 "
-                     f"({'redrawn from U(-1, 1)' if lam_redraw else f'lam={lam}'}) a draw can be -inf, which makes "
-                     "the update NaN. Keep a finite `clip` (the reference's -1) or use lam >= 0.")
+                     f"({'redrawn from U(-1, 1)' if random_lam else f'lam={lam}'}) a draw can be -inf, which "
+                     "makes the update NaN. Keep a finite `clip` (the reference's -1) or use lam >= 0.")
 
 
 def _as_mask(mask: Array | None, n: int) -> Array:
@@ -206,7 +206,7 @@ def ensloss(key: Array, logits: Array, labels: Array, *, mask: Array | None = No
 
 
 def ensloss_loss(*, lam: float = 0.0, clip: float | None = -1.0, tail: str | None = "inverse",
-                 shift: float = 1e-6, lam_redraw: bool = False):
+                 shift: float = 1e-6, lam_redraw: bool = False, lam_period_steps: int | None = None):
   r"""EnsLoss as a `PerExampleLoss` `(outputs, labels, *, key, mask) -> (B,)` for the training core.
 
   Returns l_i = stop_gradient(g_i) z_i (0 on padding). Under the uniform weighting w_i = 1/n of
@@ -214,18 +214,32 @@ def ensloss_loss(*, lam: float = 0.0, clip: float | None = -1.0, tail: str | Non
   derivative g_i y_i / n. The values l_i are not losses: give `make_train` a real `monitor_loss`
   (e.g. `jaxfair.losses.logistic`), which is what gets logged and evaluated. A loss-based weighting rule
   would see these surrogate values; EnsLoss is meant for the uniform rule.
+
+  `lam_period_steps=N` re-draws lambda ~ U(-1, 1) every N steps (the reference's re-draw every P epochs is
+  N = P x steps per epoch), from the run's own key: the training core passes `step` and `run_key`.
+  `lam_redraw=True` re-draws it every step instead (an extension).
   """
   _check_options(clip, tail, shift)
-  _check_finite_derivative(clip, lam, lam_redraw)
+  if lam_period_steps is not None:
+    if lam_redraw:
+      raise ValueError("Pass at most one of `lam_redraw` (every step) and `lam_period_steps` (every N steps).")
+    _checks.check_positive(lam_period_steps, "lam_period_steps")
+  _check_finite_derivative(clip, lam, lam_redraw or lam_period_steps is not None)
 
-  def loss(outputs: Array, labels: Array, *, key: Array | None = None, mask: Array | None = None) -> Array:
+  def loss(outputs: Array, labels: Array, *, key: Array | None = None, mask: Array | None = None,
+           step: Array | None = None, run_key: Array | None = None) -> Array:
     if key is None:
       raise ValueError("EnsLoss draws a random derivative and needs a PRNG `key`; it has no loss value to "
                        "evaluate. Pass a real `monitor_loss` (e.g. jaxfair.losses.logistic) to make_train "
                        "for monitoring, evaluation and attacks.")
     z, _ = _binary_inputs(outputs, labels)
     m = _as_mask(mask, z.shape[0])
-    k, lam_ = _redraw_lam(key, lam, lam_redraw)
+    lam_ = lam
+    if lam_period_steps is not None:
+      if step is None or run_key is None:
+        raise ValueError("`lam_period_steps` needs the `step` and `run_key` that the training core passes.")
+      lam_ = draw_lambda(run_key, step, lam_period_steps)
+    k, lam_ = _redraw_lam(key, lam_, lam_redraw)
     g = calibrated_derivatives(k, z, lam=lam_, clip=clip, tail=tail, shift=shift, mask=m)
     return jnp.where(m, jax.lax.stop_gradient(g) * z, 0.0)
 

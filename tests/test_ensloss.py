@@ -102,6 +102,23 @@ def test_clipped_infinities_from_negative_lambda(x64):
   assert np.isfinite(float(E.ensloss(key, logits, labels, lam=0.5, clip=None)))  # lambda >= 0: no infinity
 
 
+def test_lambda_redrawn_every_period_from_the_run_key():
+  logits, labels = (jnp.asarray(a) for a in _batch(5, 32))
+  loss = E.ensloss_loss(lam_period_steps=3)
+  key, run_key, mask = jax.random.key(0), jax.random.key(1), jnp.ones(32, bool)
+  out = [np.asarray(loss(logits, labels, key=key, mask=mask, step=jnp.int32(s), run_key=run_key)) for s in range(4)]
+  np.testing.assert_array_equal(out[0], out[2])  # same key, same lambda within the period
+  assert not np.array_equal(out[0], out[3])  # a new lambda at step 3
+  assert not np.array_equal(out[0], loss(logits, labels, key=key, mask=mask, step=jnp.int32(0),
+                                         run_key=jax.random.key(2)))  # another run draws its own lambdas
+  lam = E.draw_lambda(run_key, 3, 3)
+  np.testing.assert_array_equal(out[3], E.ensloss_loss(lam=lam)(logits, labels, key=key, mask=mask))
+  with pytest.raises(ValueError, match="step.*run_key"):
+    loss(logits, labels, key=key, mask=mask)
+  with pytest.raises(ValueError, match="at most one"):
+    E.ensloss_loss(lam_redraw=True, lam_period_steps=3)
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_gradient_identity(x64, masked):
   b = 50

@@ -1,6 +1,9 @@
-"""The EnsLoss comparison protocol's statistics: paired one-sided t-tests, counts and tables (no training)."""
+"""The EnsLoss experiment: the comparison protocol's statistics (paired one-sided t-tests, counts, tables) and
+its loss options (no training)."""
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -37,3 +40,13 @@ def test_compare_counts_and_tables():
   np.testing.assert_allclose(comp["mlp"]["mean_accuracy"]["ensloss"], ens.mean())
   table = ex.format_tables(comp, ["ensloss", "logistic"], "toy")
   assert "| mlp | 3/2/1 |" in table and f"{ens.mean():.4f}" in table
+
+
+def test_lam_period_epochs_becomes_a_step_period():
+  kw = dict(lam=0.0, clip=-1.0, tail="inverse", shift=1e-6, lam_redraw=False, lam_period_epochs=2)
+  loss = ex.make_loss("ensloss", kw, steps_per_epoch=5)  # lambda re-drawn every 10 steps
+  logits, labels = jnp.linspace(-2.0, 2.0, 16), jnp.arange(16) % 2
+  out = [np.asarray(loss(logits, labels, key=jax.random.key(0), mask=jnp.ones(16, bool), step=jnp.int32(s),
+                         run_key=jax.random.key(1))) for s in (0, 9, 10)]
+  np.testing.assert_array_equal(out[0], out[1])
+  assert not np.array_equal(out[1], out[2])

@@ -10,10 +10,10 @@ from jaxfair import data, losses, models, training
 from jaxfair.data import Batch
 
 
-def _digits_program(batch_size=64, width=32, ds=None, **kw):
+def _digits_program(batch_size=64, width=32, ds=None, loss=losses.softmax_cross_entropy, **kw):
   ds = data.load_digits() if ds is None else ds
   return training.make_train(
-      model=models.mlp(ds.input_shape, 10, width=width, depth=1), loss=losses.softmax_cross_entropy, data=ds,
+      model=models.mlp(ds.input_shape, 10, width=width, depth=1), loss=loss, data=ds,
       batch_size=batch_size,
       optimizer=lambda h: optax.inject_hyperparams(optax.adam)(learning_rate=h["learning_rate"]), **kw)
 
@@ -145,6 +145,19 @@ def test_weight_diagnostics_normalise_weights_that_do_not_sum_to_one():
   _, metrics = jax.jit(program.run_chunk, static_argnums=3)(state, {"learning_rate": 1e-3}, program.data, 2)
   np.testing.assert_allclose(metrics["weight_max_n"], 1.0, rtol=1e-6)
   np.testing.assert_allclose(metrics["ess_fraction"], 1.0, rtol=1e-6)
+
+
+def test_losses_declaring_step_and_run_key_receive_them():
+  """`step` counts the steps; `run_key` is fixed for the run (EnsLoss's lambda re-drawn every P epochs)."""
+  def loss(outputs, labels, *, key, mask, step, run_key):
+    del key, labels
+    return jnp.full(outputs.shape[:1], step + jax.random.uniform(run_key)) + 0.0 * outputs[:, 0]
+
+  program = _digits_program(loss=loss)
+  state = program.init(jax.random.key(0), {"learning_rate": 1e-3})
+  _, metrics = jax.jit(program.run_chunk, static_argnums=3)(state, {"learning_rate": 1e-3}, program.data, 3)
+  offset = np.asarray(metrics["objective"]) - np.arange(3)
+  assert 0.0 < offset[0] < 1.0 and np.allclose(offset, offset[0])
 
 
 def test_identity_perturbation_leaves_training_unchanged():

@@ -37,7 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
               dict(cnn=dict(kind="cnn", channels=(64, 128, 256)), mlp3=dict(kind="mlp", width=1024, depth=3)))
   c.optimizer = dict(name="sgd", learning_rate=1e-3, momentum=0.9, weight_decay=5e-4, cosine=True)
   c.exp_clip_norm = 10.0
-  c.ensloss = dict(lam=0.0, clip=-1.0, tail="inverse", shift=1e-6, lam_redraw=False)
+  c.ensloss = dict(lam=0.0, clip=-1.0, tail="inverse", shift=1e-6, lam_redraw=False,
+                   lam_period_epochs=0)  # P > 0: lambda ~ U(-1, 1) re-drawn every P epochs (off, as in the paper)
   c.batch_size = 128
   c.epochs = 1 if quick else 200
   c.num_evals = 1 if quick else 20

@@ -47,7 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     mlp5=dict(kind="mlp", width=64, depth=5))
   c.optimizer = dict(name="sgd", learning_rate=0.01, momentum=0.9, weight_decay=5e-4, cosine=True)
   c.exp_clip_norm = 10.0
-  c.ensloss = dict(lam=0.0, clip=-1.0, tail="inverse", shift=1e-6, lam_redraw=False)
+  c.ensloss = dict(lam=0.0, clip=-1.0, tail="inverse", shift=1e-6, lam_redraw=False,
+                   lam_period_epochs=0)  # P > 0: lambda ~ U(-1, 1) re-drawn every P epochs (off, as in the paper)
   c.batch_size = 128
   c.epochs = 2 if quick else (20 if arg == "cnn" else 30)
   c.num_evals = 1 if quick else 6

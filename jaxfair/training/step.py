@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -33,7 +34,7 @@ class TrainState(NamedTuple):
 
 
 # Streams derived from a run key, so data order, model init and step randomness are independent.
-INIT_STREAM, DATA_STREAM, STEP_STREAM = 0, 1, 2
+INIT_STREAM, DATA_STREAM, STEP_STREAM, LOSS_STREAM = 0, 1, 2, 3
 
 
 def stream_key(key: Array, stream: int) -> Array:
@@ -54,7 +55,9 @@ def make_train_step(model: PureModel, loss: PerExampleLoss, weighting: Weighting
 
   Args:
     model: pure model; its `apply` runs with `train=True` for the update and `train=False` for attacks.
-    loss: per-example training loss `(outputs, labels, *, key, mask) -> (B,)`.
+    loss: per-example training loss `(outputs, labels, *, key, mask) -> (B,)`. A loss that also declares
+      `step` and/or `run_key` keywords gets the step count and a key fixed for the whole run (e.g. EnsLoss's
+      lambda re-drawn every P epochs).
     weighting: instance-weighting rule.
     perturb: optional input perturbation (e.g. PGD), called inside the differentiated function.
     monitor_loss: a real per-example loss `(outputs, labels) -> (B,)` reported as "loss" (use it when the
@@ -74,17 +77,22 @@ def make_train_step(model: PureModel, loss: PerExampleLoss, weighting: Weighting
       return loss(outputs, y, key=None, mask=jnp.ones(y.shape[:1], bool))
     return loss_fn
 
+  loss_params = inspect.signature(loss).parameters
+  run_level = [name for name in ("step", "run_key") if name in loss_params]
+
   def train_step(optimizer: optax.GradientTransformation, state: TrainState, batch: Batch):
     key = jax.random.fold_in(stream_key(state.key, STEP_STREAM), state.step)
     k_perturb, k_loss = jax.random.split(key)
     mask = batch.mask
+    run_level_kw = {name: {"step": state.step, "run_key": stream_key(state.key, LOSS_STREAM)}[name]
+                    for name in run_level}
 
     def objective(params):
       x = batch.x
       if perturb is not None:
         x = perturb(attack_loss(state.model_state), params, x, batch.y, k_perturb)
       outputs, model_state = model.apply(params, state.model_state, x, train=True, mask=mask)
-      losses = loss(outputs, batch.y, key=k_loss, mask=mask)
+      losses = loss(outputs, batch.y, key=k_loss, mask=mask, **run_level_kw)
       losses = jnp.where(mask, losses, 0.0)
       weights, rule_state = weighting.apply(jax.lax.stop_gradient(losses), mask, state.rule_state)
       weights = jax.lax.stop_gradient(weights)
