@@ -1,3 +1,5 @@
+import pickle
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,6 +99,9 @@ class TestFiles:
     (tmp_path / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="data_batch_3"):
       data.load_cifar10(tmp_path)
+    (tmp_path / "data_batch_3").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(ValueError, match="data_batch_3.*list"):
+      data.load_cifar10(tmp_path)
     (tmp_path / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
       data.load_cifar10(tmp_path)
@@ -113,6 +118,28 @@ class TestFiles:
     ragged.write_text("1,2,0\n3,1\n")
     with pytest.raises(ValueError, match="r.csv.*row 2"):
       data.load_csv(ragged)
+
+  def test_csv_header_detection_ignores_label_and_missing_cells(self, tmp_path):
+    """A headerless file whose first row has a string label or a missing value keeps that row."""
+    path = tmp_path / "h.csv"
+    path.write_text("5.1,3.5,setosa\n4.9,?,setosa\n6.3,3.3,virginica\n5.8,2.7,virginica\n")
+    x, y = data.load_csv(path)
+    np.testing.assert_array_equal(y, ["setosa", "virginica", "virginica"])  # row 2 dropped (missing value)
+    path.write_text("1.0,NA,0\n2.0,3.0,1\n4.0,5.0,NA\n6.0,7.0,0\n")
+    x, y = data.load_csv(path)
+    np.testing.assert_array_equal(x, [[2, 3], [6, 7]])  # NA feature and NA label rows dropped, no header
+    np.testing.assert_array_equal(y, [1, 0])
+
+  def test_split_reencodes_labels_that_are_not_0_to_k_minus_1(self):
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    d = data.split(x, np.array([1, 2] * 10), seed=0)
+    assert d.num_classes == 2 and set(np.unique(d.y_train)) == {0, 1}
+    d = data.split(x, np.array([0, 2] * 10), seed=0, num_classes=3)  # a given num_classes keeps the gap
+    assert d.num_classes == 3 and set(np.unique(d.y_train)) == {0, 2}
+    with pytest.raises(ValueError, match="`x_test` rows have shape"):
+      data.standardize(x, x[:, :1])
+    with pytest.raises(ValueError, match="`x_train` has NaN"):
+      data.standardize(np.where(x > 1.5, np.nan, x), x)
 
   def test_table_columns_and_delimiter_errors(self, tmp_path):
     path = tmp_path / "t.csv"
@@ -132,8 +159,13 @@ class TestFiles:
     path.write_text("@relation t\n@attribute f1 numeric\n@attribute f2 {red,blue}\n"
                     "@attribute class {pos,neg}\n@data\n1.5,red,pos\n2.5,blue,neg\n?,red,pos\n")
     x, y = data.load_arff(path)
-    np.testing.assert_array_equal(x, [[1.5, 1.0], [2.5, 0.0]])
+    np.testing.assert_array_equal(x, [[1.5, 0.0], [2.5, 1.0]])  # nominal codes in the declared order
     np.testing.assert_array_equal(y, ["pos", "neg"])
+    numeric_label = tmp_path / "n.arff"  # a missing numeric label reads as nan: that row is dropped
+    numeric_label.write_text("@relation n\n@attribute f numeric\n@attribute y numeric\n@data\n1,1\n2,?\n3,2\n")
+    x, y = data.load_arff(numeric_label)
+    np.testing.assert_array_equal(x, [[1], [3]])
+    np.testing.assert_array_equal(y, [1, 2])
     d = data.load_table(path, test_fraction=0.5)
     assert d.num_classes == 2
     broken = tmp_path / "broken.arff"

@@ -84,6 +84,9 @@ def load_mnist(data_dir: str | os.PathLike, *, name: str = "mnist") -> Dataset:
     labels = load_idx(_find(data_dir, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
       raise ValueError(f"{data_dir}: {prefix} images {images.shape} and labels {labels.shape} do not match.")
+    if labels.size and not (labels.min() >= 0 and labels.max() <= 9):
+      raise ValueError(f"{data_dir}: {prefix} labels span {labels.min()}..{labels.max()}, not MNIST's 0..9 (an "
+                       "EMNIST-style set needs its own loader or `offline.split`).")
     arrays[split_name] = ((images[..., None] / 255.0).astype(np.float32), labels.astype(np.int32))
   return Dataset(*arrays["train"], *arrays["test"], num_classes=10, name=name)
 
@@ -94,6 +97,8 @@ def _load_pickle(path: pathlib.Path) -> dict:
       batch = pickle.load(f, encoding="bytes")
   except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
     raise ValueError(f"{path}: not a CIFAR-10 python pickle ({e}).") from e
+  if not isinstance(batch, dict):
+    raise ValueError(f"{path}: not a CIFAR-10 python pickle (holds a {type(batch).__name__}, not a dict).")
   batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
   if "data" not in batch or "labels" not in batch:
     raise ValueError(f"{path}: CIFAR-10 batch must hold 'data' and 'labels', found {sorted(batch)}.")
@@ -130,8 +135,11 @@ def load_csv(path: str | os.PathLike, *, label_column: int | str = -1, delimiter
   if not lines:
     raise ValueError(f"{path}: empty CSV file.")
   rows = [ln.split(delimiter) for ln in lines]
-  if header is None:
-    header = any(not _is_number(c) for c in rows[0] if c.strip())
+  if header is None:  # a header has a non-numeric feature cell (the label and missing-value markers prove nothing)
+    n = len(rows[0])
+    label_idx = label_column % n if isinstance(label_column, int) and -n <= label_column < n else None
+    header = isinstance(label_column, str) or any(
+        not _is_number(c) and c.strip() not in _MISSING for j, c in enumerate(rows[0]) if j != label_idx)
   names = [c.strip() for c in rows[0]] if header else [str(i) for i in range(len(rows[0]))]
   rows = rows[1:] if header else rows
   if len(names) < 2:
@@ -143,12 +151,13 @@ def load_csv(path: str | os.PathLike, *, label_column: int | str = -1, delimiter
   labels = np.array([r[label_column].strip() for r in rows])
   feats = [[c for j, c in enumerate(r) if j != label_column] for r in rows]
   x = np.array([[_to_float(c) for c in r] for r in feats], dtype=np.float64)
-  keep = ~np.isnan(x).any(axis=1) & (labels != "") & (labels != "?")
+  keep = ~np.isnan(x).any(axis=1) & ~np.isin(labels, _MISSING)
   return x[keep], _maybe_numeric(labels[keep])
 
 
 def load_arff(path: str | os.PathLike, *, label_column: int | str = -1) -> tuple[np.ndarray, np.ndarray]:
-  """Reads an (OpenML) ARFF table with numeric features; nominal features are ordinal-encoded.
+  """Reads an (OpenML) ARFF table with numeric features; nominal features are ordinal-encoded in their
+  declared order.
 
   Returns `(x, y)`; rows with missing values are dropped.
   """
@@ -167,12 +176,12 @@ def load_arff(path: str | os.PathLike, *, label_column: int | str = -1) -> tuple
     col = records[name]
     if col.dtype.kind in "SO":  # nominal attribute
       values = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in col])
-      cats = sorted(set(values) - {"?"})
-      col = np.array([cats.index(v) if v != "?" else np.nan for v in values], dtype=np.float64)
+      cats = list(meta[name][1])  # the declared order, the same codes for every file with this header
+      col = np.array([cats.index(v) if v in cats else np.nan for v in values], dtype=np.float64)
     columns.append(np.asarray(col, dtype=np.float64))
   x = np.stack(columns, axis=1) if columns else np.zeros((len(records), 0))
   labels = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in records[label_name]])
-  keep = ~np.isnan(x).any(axis=1) & (labels != "?")
+  keep = ~np.isnan(x).any(axis=1) & ~np.isin(labels, _MISSING)  # a missing numeric label reads "nan"
   return x[keep], _maybe_numeric(labels[keep])
 
 
@@ -205,9 +214,12 @@ def _is_number(s: str) -> bool:
     return False
 
 
+_MISSING = ("", "?", "NA", "nan", "NaN")  # missing-value markers, in features and labels
+
+
 def _to_float(s: str) -> float:
   s = s.strip()
-  if s in ("", "?", "NA", "nan", "NaN"):
+  if s in _MISSING:
     return np.nan
   try:
     return float(s)

@@ -27,6 +27,13 @@ class Dataset(NamedTuple):
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Zero mean / unit variance per feature, fitted on `x_train` (constant features are only centred)."""
+  x_train, x_test = np.asarray(x_train), np.asarray(x_test)
+  if x_train.ndim < 1 or x_test.shape[1:] != x_train.shape[1:]:
+    raise ValueError(f"`x_test` rows have shape {x_test.shape[1:]} but `x_train` rows {x_train.shape[1:]}; "
+                     "both splits need the same features.")
+  for name, x in (("x_train", x_train), ("x_test", x_test)):
+    if not np.all(np.isfinite(x)):
+      raise ValueError(f"`{name}` has NaN or Inf; drop or impute those rows before standardising.")
   mean = x_train.mean(axis=0)
   std = x_train.std(axis=0)
   std = np.where(std > 0, std, 1.0)
@@ -48,8 +55,9 @@ def split(x: np.ndarray, y: np.ndarray, *, seed: int = 0, test_fraction: float =
     raise ValueError(f"`x` has NaN or Inf in rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}; drop or "
                      "impute them first (`load_csv` / `load_arff` drop rows with missing values).")
   classes, y_idx = np.unique(y, return_inverse=True)
-  if not np.issubdtype(y.dtype, np.integer) or classes.min() < 0:
-    y = y_idx
+  not_indices = not np.issubdtype(y.dtype, np.integer) or classes.min() < 0
+  if not_indices or (num_classes is None and not np.array_equal(classes, np.arange(len(classes)))):
+    y = y_idx  # e.g. labels {1, 2} (common in UCI/OpenML tables) -> {0, 1}; a given num_classes keeps gaps
   y = y.astype(np.int32)
   if num_classes is not None and y.max() >= num_classes:
     raise ValueError(f"`y` has labels up to {y.max()} but `num_classes` is {num_classes}; pass a larger "

@@ -315,7 +315,7 @@ def load_stdlib_text(seq_len: int = 64, *, stride: int | None = None, val_fracti
     stride: training-window stride (default T).
     val_fraction: fraction of documents held out for validation (by content hash).
     seed: split seed.
-    sources: "default" (`DEFAULT_SOURCES`, about 1.3M characters of docstrings on CPython 3.11), "small"
+    sources: "default" (`DEFAULT_SOURCES`, about 1.07M characters of docstrings on CPython 3.11), "small"
       (`SMALL_SOURCES`) or a sequence of stdlib-relative files / packages ("pkg/").
     content: "docstrings" (English prose with code examples) or "source" (whole files: Python code).
     max_chars: truncate the document list to about this many characters (quick runs).
