@@ -253,8 +253,13 @@ class _TensorBoard:
       self._writer.close()
 
 
+def _runs_signature(runs: list[Run]) -> list:
+  """What identifies a sweep's runs in its checkpoints: (seed, hparams) per run, JSON-able."""
+  return [[r.seed, _jsonable(r.hparams)] for r in runs]
+
+
 def _float_metric(x: np.ndarray) -> bool:
-  return np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.complexfloating)
+  return jnp.issubdtype(x.dtype, jnp.inexact)  # includes bfloat16 (NumPy's issubdtype does not)
 
 
 def _value(x: np.ndarray) -> Any:
@@ -418,6 +423,11 @@ class Sweep:
     with self._mesh_ctx():
       return self._evaluate(state, self.data)
 
+  def check_evaluate(self, state: PyTree) -> None:
+    """Traces the evaluation (no compute), so a config error in it surfaces before any training."""
+    with self._mesh_ctx():
+      jax.eval_shape(self._evaluate, state, self.data)
+
 
 def summarize(runs: list[Run], final_eval: dict[str, np.ndarray]) -> dict[str, Any]:
   """Per run final eval metrics and, per hparam combination, mean/std/min/max over seeds of scalar metrics."""
@@ -535,9 +545,11 @@ def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options
     state, meta = ckpt.restore(latest, sweep.abstract_state())
     chunks_done = int(meta["chunks_done"])
     steps_done = int(meta["steps_done"])
-    if meta.get("num_runs") != len(runs) or steps_done != sum(plan[:chunks_done]):
-      raise ValueError(f"checkpoint in {workdir} was written with a different sweep (runs or chunk size); "
-                       "use a fresh --workdir.")
+    signature = _runs_signature(runs)  # checkpoints from before session 6 carry only num_runs
+    same_runs = meta.get("num_runs") == len(runs) and meta.get("runs", signature) == signature
+    if not same_runs or steps_done != sum(plan[:chunks_done]):
+      raise ValueError(f"checkpoint in {workdir} was written with a different sweep (seeds, hyperparameters or "
+                       "chunk size); use a fresh --workdir.")
     last_finite = {int(k): tuple(v) for k, v in meta.get("last_finite", {}).items()}
     log = _Log(workdir / "metrics.jsonl", truncate_to=int(meta["log_bytes"]))
     logging.info("resuming %s from checkpoint step %d (%d/%d chunks)", workdir, steps_done, chunks_done,
@@ -547,6 +559,7 @@ def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options
     chunks_done, steps_done = 0, 0
     last_finite = {}
     log = _Log(workdir / "metrics.jsonl", truncate_to=None)
+  sweep.check_evaluate(state)
   if primary:
     config_path.write_text(config_text)
   tb = _TensorBoard(workdir / "tensorboard", purge_step=steps_done if latest is not None else None) \
@@ -554,7 +567,8 @@ def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options
 
   def save(state, chunks_done, steps_done):
     ckpt.save(steps_done, state, meta={"chunks_done": chunks_done, "steps_done": steps_done,
-                                       "num_runs": len(runs), "log_bytes": log.tell(),
+                                       "num_runs": len(runs), "runs": _runs_signature(runs),
+                                       "log_bytes": log.tell(),
                                        "last_finite": {str(k): list(v) for k, v in last_finite.items()}})
 
   def evaluate_and_log(state, step):
@@ -608,7 +622,8 @@ def run_sweep(program: Any, runs: list[Run], workdir: str | os.PathLike, options
         save(state, chunks_done, steps_done)
       scalars = {k: float(np.mean(v[:, -1])) for k, v in metrics.items()
                  if k != "step" and v.ndim == 2 and _float_metric(v)}
-      progress.update(n, **dict(list(scalars.items())[:3]))
+      shown = sorted(scalars, key=lambda k: (k not in ("loss", "objective"), k))[:3]  # the loss first
+      progress.update(n, **{k: scalars[k] for k in shown})
     completed = chunks_done == len(plan)
   finally:
     progress.close()

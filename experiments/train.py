@@ -113,6 +113,10 @@ def make_program(config: ml_collections.ConfigDict):
   optimizer = optimizer_factory(config.optimizer, grid_names)
   if evaluate is not None:
     extra["evaluate"] = evaluate
+  # Evaluation batches are split over the batch mesh axis too: round their size up to a multiple of it.
+  shards = int(dict(config.get("runner", {}) or {}).get("batch_shards", 1) or 1)
+  eval_batch_size = int(extra.get("eval_batch_size", 512))
+  extra["eval_batch_size"] = -(-eval_batch_size // shards) * shards
   return training.make_train(model=model, loss=loss, optimizer=optimizer, data=data,
                              batch_size=int(config.batch_size), weighting=weighting, perturb=perturb, **extra)
 

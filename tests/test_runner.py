@@ -166,6 +166,21 @@ def test_resume_equals_uninterrupted(tmp_path):
     runner.run_sweep(program, runs, wd, runner.RunnerOptions(**OPTS), config={"a": 2})
 
 
+def test_resume_refuses_other_seeds_or_hparams_without_a_config(tmp_path):
+  """With no config to compare, the checkpoint's own (seed, hparams) list still identifies the sweep."""
+  runs = runner.make_runs([0, 1], {"learning_rate": [0.1]})
+  runner.run_sweep(toy_program(), runs, tmp_path, runner.RunnerOptions(**OPTS, stop_after_chunks=2))
+  for other in (runner.make_runs([5, 6], {"learning_rate": [0.1]}), runner.make_runs([0, 1], {"learning_rate": [0.5]})):
+    with pytest.raises(ValueError, match="different sweep"):
+      runner.run_sweep(toy_program(), other, tmp_path, runner.RunnerOptions(**OPTS))
+  assert runner.run_sweep(toy_program(), runs, tmp_path, runner.RunnerOptions(**OPTS)).completed
+
+
+def test_bfloat16_metrics_are_guarded():
+  metrics = {"loss": np.array([[1.0, np.nan]], dtype=jnp.bfloat16), "step": np.array([[1, 2]])}
+  assert runner._first_nonfinite(metrics, per_step=True) == (1, 0, "loss")  # pylint: disable=protected-access
+
+
 def test_nan_guard_names_step_run_and_last_finite(tmp_path):
   runs = runner.make_runs([0, 1], {"learning_rate": [0.1]})
   with pytest.raises(runner.NonFiniteError) as info:

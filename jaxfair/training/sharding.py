@@ -112,7 +112,8 @@ def constrain_batch(x: jax.Array) -> jax.Array:
     return x
   if x.shape[0] % mesh.shape[BATCH]:
     raise ValueError(f"the batch size {x.shape[0]} must be divisible by the {mesh.shape[BATCH]} devices of the "
-                     "batch axis; change `batch_size` or `batch_shards`.")
+                     "batch axis; change `batch_size` (or `eval_batch_size` for evaluation batches) or "
+                     "`batch_shards`.")
   return jax.lax.with_sharding_constraint(x, P(BATCH))
 
 
