@@ -7,7 +7,8 @@ One timed call = `--steps` full training steps of `jaxfair.training.make_train_s
 217k-parameter transformer of `jaxfair.lm.causal_lm` on a (32, 64) token batch, per-sequence cross-entropy,
 the weights, backward, AdamW) inside one jitted `lax.scan` with the train state donated, on fixed
 pre-generated token batches. Candidates: uniform, the three strategies at their reference temperatures, and
-the experiment's `switch_rule` (method and r as data, every branch evaluated), timed round-robin. The
+the experiment's `switch_rule` (method and r as data; timed here with an unbatched state, where `lax.switch`
+runs the selected branch only, while under the experiment's vmap every branch runs), timed round-robin. The
 weighting overhead is median(rule) / median(uniform) - 1 of the same run. Target (issue 6): <= 5%.
 On a busy machine those medians are noisy, so the JSON also records each rule's `apply` timed ALONE on a
 (32,) loss vector (2000 applications in one jitted scan) and that cost as a fraction of a uniform step.
