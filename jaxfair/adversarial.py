@@ -67,7 +67,8 @@ GRADIENT_MODES = ("danskin", "implicit")
 
 __all__ = [
     "NORMS", "GRADIENT_MODES", "project", "pgd_attack", "adversarial_losses", "pgd_perturbation",
-    "BarrierConfig", "barrier_objective", "solve_barrier_attack", "implicit_attack", "implicit_perturbation",
+    "BarrierConfig", "barrier_objective", "barrier_residual", "solve_barrier_attack", "implicit_attack",
+    "implicit_perturbation",
     "DoneConfig", "done", "done_objective", "robust_accuracy", "robust_evaluate", "tail_accuracy",
 ]
 
@@ -219,24 +220,35 @@ def _project(x_adv: Array, x: Array, *, eps, norm: str, bounds, exact: bool) -> 
     return jnp.where(jnp.abs(deviation(out)) > eps_c, jnp.nextafter(out, x), out)
   if norm != "l2":
     raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}.")
-  delta = x_adv - x
+  if not exact:
+    delta = x_adv - x
+    n = _l2(delta)
+    scale = jnp.where(n > eps, eps / jnp.where(n > 0, n, 1.0), 1.0)
+    return _box(x + delta * _bcast(scale, delta), bounds)
+  # Exact: the projected point t in float32 (or wider), just inside the ball (1 - 64 ulp), then rounded to x's
+  # dtype. Round-to-nearest can push the norm past eps (in bf16 by a lot when eps is small against sqrt(D) ulp),
+  # so the first of these that is feasible is taken: t rounded to nearest; t shrunk towards x by 1, 4 and 16
+  # ulps of x's dtype, rounded to nearest; t with every coordinate rounded TOWARDS x (feasible by
+  # construction: no |x'_i - x_i| grows); x itself (never seen).
+  inner = eps_c * (1.0 - 64 * jnp.finfo(cd).eps)
+  ulp = float(jnp.finfo(x.dtype).eps)
+  x_c = x.astype(cd)
+  delta = x_adv.astype(cd) - x_c
   n = _l2(delta)
-  scale = jnp.where(n > eps, eps / jnp.where(n > 0, n, 1.0), 1.0)
-  out = _box(x + delta * _bcast(scale, delta), bounds)
-  if exact:
-    # Rounding of x + delta (and of the norm itself, which depends on the summation order) can put the norm a
-    # few ulps past eps: pull examples above eps (1 - 64 ulp) back inside by a relative 8, 64 and 512 ulps of
-    # x's dtype (at most half), and return x itself for any example still outside (never seen).
-    inner = eps_c * (1.0 - 64 * jnp.finfo(cd).eps)
-    ulp = float(jnp.finfo(x.dtype).eps)
-    for k in (3, 6, 9):
-      d = deviation(out)
-      n = _l2(d)
-      factor = (inner / jnp.where(n > 0, n, 1.0)) * max(1.0 - 2.0 ** k * ulp, 0.5)
-      shrunk = _box(x + (d * _bcast(factor, d)).astype(x.dtype), bounds)
-      out = jnp.where(_bcast(n > inner, d), shrunk, out)
-    out = jnp.where(_bcast(_l2(deviation(out)) > eps_c, out), x, out)
-  return out
+  target = _box(x_c + delta * _bcast(jnp.where(n > inner, inner / jnp.where(n > 0, n, 1.0), 1.0), delta), bounds)
+
+  def feasible(o):
+    return _bcast(_l2(deviation(o)) <= eps_c, o)
+
+  out = x
+  for factor in (0.0, ulp, 4 * ulp, 16 * ulp)[::-1]:  # the least shrunk feasible candidate wins
+    candidate = _box((target - (target - x_c) * factor).astype(x.dtype), bounds)
+    out = jnp.where(feasible(candidate), candidate, out)
+  rounded = target.astype(x.dtype)
+  towards_x = jnp.where(jnp.abs(rounded.astype(cd) - x_c) > jnp.abs(target - x_c), jnp.nextafter(rounded, x),
+                        rounded)
+  none_yet = ~feasible(out) | jnp.all(out == x, axis=tuple(range(1, x.ndim)), keepdims=True)
+  return jnp.where(none_yet & feasible(towards_x), _box(towards_x, bounds), out)
 
 
 def _random_start(key: Array, x: Array, eps: Array, norm: str) -> Array:

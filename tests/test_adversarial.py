@@ -67,6 +67,18 @@ def test_pgd_bf16_feasible_against_eps_itself(norm):
   assert size.max() > 0.9 * eps  # the budget is used, not shrunk away
 
 
+@pytest.mark.parametrize("eps", [0.5, 0.1])
+def test_bf16_l2_projection_keeps_the_budget(eps):
+  """Rounding to bf16 adds noise comparable to a small eps over 3072 coordinates; the exact projection must stay
+  feasible without shrinking the perturbation far below eps (a weaker attack overstates robustness)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(0.05, 0.95, (32, 3072)), jnp.bfloat16)
+  far = x + jnp.asarray(rng.normal(size=(32, 3072)), jnp.bfloat16)
+  d = np.asarray(adv.project(far, x, eps=eps, norm="l2"), np.float64) - np.asarray(x, np.float64)
+  size = np.sqrt((d * d).sum(axis=1))
+  assert size.max() <= np.float32(eps) and np.median(size) > 0.9 * eps, (size.max(), np.median(size))
+
+
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
 def test_pgd_l2_step_has_step_size_length_for_tiny_and_huge_gradients(scale):
   """||g||^2 underflows (or overflows) in float32 for gradients near 1e-20 (1e20): the step must not."""

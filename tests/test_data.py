@@ -129,6 +129,9 @@ class TestFiles:
     x, y = data.load_csv(path)
     np.testing.assert_array_equal(x, [[2, 3], [6, 7]])  # NA feature and NA label rows dropped, no header
     np.testing.assert_array_equal(y, [1, 0])
+    path.write_text("0,1,2,target\n1.5,2.5,3.5,1\n4.5,5.5,6.5,0\n")  # numeric column names (pandas' default)
+    x, y = data.load_csv(path)
+    np.testing.assert_array_equal(y, [1, 0])
 
   def test_split_reencodes_labels_that_are_not_0_to_k_minus_1(self):
     x = np.random.default_rng(0).normal(size=(20, 3))

@@ -101,6 +101,11 @@ def test_gp_samples_are_finite_for_float32_inputs_with_an_ill_conditioned_kernel
   ls = ib.median_lengthscale(xtr)
   f = ib.gp_posterior_samples(jax.random.key(0), xtr, ytr, xte, num_samples=8, lengthscale=ls)
   assert f.dtype == jnp.float32 and f.shape == (8, 50, 3) and bool(jnp.all(jnp.isfinite(f)))
+  # jit over the key works (the data are constants); traced data get a clear error
+  sample = lambda key: ib.gp_posterior_samples(key, xtr, ytr, xte, num_samples=8, lengthscale=ls)  # noqa: E731
+  np.testing.assert_array_equal(jax.jit(sample)(jax.random.key(0)), f)
+  with pytest.raises(ValueError, match="concrete x, y"):
+    jax.jit(lambda x: ib.gp_posterior_samples(jax.random.key(0), x, ytr, xte, num_samples=8))(xtr)
 
 
 def test_logcdf_deep_tail_does_not_underflow():

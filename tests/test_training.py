@@ -145,15 +145,19 @@ def test_weight_diagnostics_normalise_weights_that_do_not_sum_to_one():
   _, metrics = jax.jit(program.run_chunk, static_argnums=3)(state, {"learning_rate": 1e-3}, program.data, 2)
   np.testing.assert_allclose(metrics["weight_max_n"], 1.0, rtol=1e-6)
   np.testing.assert_allclose(metrics["ess_fraction"], 1.0, rtol=1e-6)
+  zero = training.WeightingRule(init=lambda: jnp.int32(0), apply=lambda l, m, s: (0.0 * l, s))
+  program = _digits_program(weighting=zero)  # no weight anywhere: diagnostics 0, not NaN or inf
+  _, metrics = jax.jit(program.run_chunk, static_argnums=3)(state, {"learning_rate": 1e-3}, program.data, 1)
+  assert float(metrics["weight_max_n"][0]) == 0.0 and float(metrics["ess_fraction"][0]) == 0.0
 
 
 def test_losses_declaring_step_and_run_key_receive_them():
   """`step` counts the steps; `run_key` is fixed for the run (EnsLoss's lambda re-drawn every P epochs)."""
-  def loss(outputs, labels, *, key, mask, step, run_key):
+  def loss(outputs, labels, *, key, mask, step=None, run_key=None):
     del key, labels
     return jnp.full(outputs.shape[:1], step + jax.random.uniform(run_key)) + 0.0 * outputs[:, 0]
 
-  program = _digits_program(loss=loss)
+  program = _digits_program(loss=loss, monitor_loss=losses.softmax_cross_entropy)
   state = program.init(jax.random.key(0), {"learning_rate": 1e-3})
   _, metrics = jax.jit(program.run_chunk, static_argnums=3)(state, {"learning_rate": 1e-3}, program.data, 3)
   offset = np.asarray(metrics["objective"]) - np.arange(3)

@@ -135,11 +135,17 @@ def load_csv(path: str | os.PathLike, *, label_column: int | str = -1, delimiter
   if not lines:
     raise ValueError(f"{path}: empty CSV file.")
   rows = [ln.split(delimiter) for ln in lines]
-  if header is None:  # a header has a non-numeric feature cell (the label and missing-value markers prove nothing)
+  if header is None:
+    # A header has a non-numeric feature cell, or a non-numeric label cell that no data row repeats (a string
+    # label such as "setosa" recurs; a column name such as "target" does not). Missing-value markers prove
+    # nothing.
     n = len(rows[0])
     label_idx = label_column % n if isinstance(label_column, int) and -n <= label_column < n else None
-    header = isinstance(label_column, str) or any(
-        not _is_number(c) and c.strip() not in _MISSING for j, c in enumerate(rows[0]) if j != label_idx)
+    first = [c.strip() for c in rows[0]]
+    named_label = (label_idx is not None and not _is_number(first[label_idx]) and first[label_idx] not in _MISSING
+                   and first[label_idx] not in {r[label_idx].strip() for r in rows[1:] if len(r) == n})
+    header = isinstance(label_column, str) or named_label or any(
+        not _is_number(c) and c not in _MISSING for j, c in enumerate(first) if j != label_idx)
   names = [c.strip() for c in rows[0]] if header else [str(i) for i in range(len(rows[0]))]
   rows = rows[1:] if header else rows
   if len(names) < 2:

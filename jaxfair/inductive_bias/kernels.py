@@ -172,11 +172,16 @@ def gp_posterior_losses(key: Array, x_train: Array, y_train: Array, x_test: Arra
 
 def _posterior_f64(x_train, y_train, x_test, lengthscale, jitter) -> tuple[np.ndarray, np.ndarray]:
   """The posterior mean and covariance in float64 (K_XX + jitter I has condition number up to ~1/jitter, which
-  float32 cannot factorise); the per-sample work then runs in the input dtype."""
-  with jax.enable_x64(True):
-    f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
-    mean, cov = gp_posterior(f64(x_train), f64(y_train), f64(x_test), float(lengthscale), float(jitter))
-    mean, cov = np.asarray(mean), np.asarray(cov)
+  float32 cannot factorise); the per-sample work then runs in the input dtype. Host-side: the data and kernel
+  parameters must be concrete (inside jit or vmap, only the key may be traced)."""
+  try:
+    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+      f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
+      mean, cov = gp_posterior(f64(x_train), f64(y_train), f64(x_test), float(lengthscale), float(jitter))
+      mean, cov = np.asarray(mean), np.asarray(cov)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as e:
+    raise ValueError("The GP posterior is factorised once on the host in float64: pass concrete x, y, "
+                     "`lengthscale` and `jitter` (under jit or vmap only the key may be traced).") from e
   if not np.all(np.isfinite(mean)):
     raise FloatingPointError(f"Cholesky of K_XX + jitter I failed (jitter={jitter}): pass a larger `jitter`.")
   return mean, cov

@@ -10,8 +10,8 @@
   `stop_gradient`-ed input (Danskin).
 * `PerExampleLoss`: `(outputs, labels, *, key, mask) -> (B,)`. `per_example(fn)` lifts a plain
   `(outputs, labels) -> (B,)` loss. The key lets random losses (EnsLoss) draw per step; `mask` marks real
-  examples (1) vs padding (0). A loss that also declares `step` and/or `run_key` receives the step count and
-  a key fixed for the run (for randomness held over several steps).
+  examples (1) vs padding (0). A loss that also declares `step` and/or `run_key` (default None) receives, in
+  the training step, the step count and a key fixed for the run (for randomness held over several steps).
 * `WeightingRule`: an `(init, apply)` pair like an optax transform: `init() -> rule_state` and
   `apply(losses, mask, rule_state) -> (weights, rule_state)`. Weights are >= 0, zero on padding, sum to 1 over
   the real examples of the (global) batch; the step applies `stop_gradient` to them.

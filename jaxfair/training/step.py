@@ -56,8 +56,9 @@ def make_train_step(model: PureModel, loss: PerExampleLoss, weighting: Weighting
   Args:
     model: pure model; its `apply` runs with `train=True` for the update and `train=False` for attacks.
     loss: per-example training loss `(outputs, labels, *, key, mask) -> (B,)`. A loss that also declares
-      `step` and/or `run_key` keywords gets the step count and a key fixed for the whole run (e.g. EnsLoss's
-      lambda re-drawn every P epochs).
+      `step` and/or `run_key` keywords gets, in the training step, the step count and a key fixed for the
+      whole run (e.g. EnsLoss's lambda re-drawn every P epochs); give them a None default, since evaluation
+      and attacks call the loss without them (and with key=None).
     weighting: instance-weighting rule.
     perturb: optional input perturbation (e.g. PGD), called inside the differentiated function.
     monitor_loss: a real per-example loss `(outputs, labels) -> (B,)` reported as "loss" (use it when the
@@ -106,11 +107,11 @@ def make_train_step(model: PureModel, loss: PerExampleLoss, weighting: Weighting
     params = optax.apply_updates(state.params, updates)
     # Diagnostics of the normalised weights (the EMA KL-DRO rule's sum to 1 only on average).
     n = jnp.maximum(mask.sum(), 1).astype(weights.dtype)
-    total = weights.sum()
-    total = jnp.where(total > 0, total, 1.0)  # all-zero weights (no real example): report 0, not NaN
+    total, sum_sq = weights.sum(), jnp.sum(weights ** 2)
+    positive = sum_sq > 0  # all-zero weights (no real example): report 0, not NaN or inf
     metrics = {"loss": monitored, "objective": value, "grad_norm": optax.tree.norm(grads),
-               "weight_max_n": n * weights.max() / total,
-               "ess_fraction": total ** 2 / (n * jnp.sum(weights ** 2))}
+               "weight_max_n": jnp.where(positive, n * weights.max() / jnp.where(positive, total, 1.0), 0.0),
+               "ess_fraction": jnp.where(positive, total ** 2 / (n * jnp.where(positive, sum_sq, 1.0)), 0.0)}
     new_state = TrainState(state.step + 1, params, model_state, opt_state, rule_state, state.key)
     return new_state, metrics
 
