@@ -154,8 +154,7 @@ def gp_posterior_losses(key: Array, x_train: Array, y_train: Array, x_test: Arra
   if method not in ("cholesky", "eigh"):
     raise ValueError(f"`method` must be 'cholesky' or 'eigh', got {method!r}.")
   _check_kernel_params(lengthscale, jitter)
-  dtype = jnp.asarray(x_train).dtype
-  dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
+  dtype = _sample_dtype(x_train)
   if chunk_size is None:
     m, k = np.shape(y_test)
     chunk_size = default_chunk(3 * m * k * jnp.dtype(dtype).itemsize, max_chunk_bytes, int(num_samples))
@@ -168,6 +167,12 @@ def gp_posterior_losses(key: Array, x_train: Array, y_train: Array, x_test: Arra
     return _sample_losses_eigh(key, cast(rotated), cast(sqrt_lam), int(num_samples), int(chunk_size))
   chol = _cholesky_with_jitter(cov, jitter)
   return _sample_losses_cholesky(key, cast(resid), cast(chol), int(num_samples), int(chunk_size))
+
+
+def _sample_dtype(x_train) -> jnp.dtype:
+  """Samples are drawn in the dtype of `x_train` (float32 for integer inputs)."""
+  dtype = jnp.asarray(x_train).dtype
+  return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.dtype(jnp.float32)
 
 
 def _posterior_f64(x_train, y_train, x_test, lengthscale, jitter) -> tuple[np.ndarray, np.ndarray]:
@@ -206,8 +211,7 @@ def gp_posterior_samples(key: Array, x_train: Array, y_train: Array, x_test: Arr
   the posterior and its factor in float64 with the same jitter rule, the samples in the dtype of `x_train`)."""
   _validate(x_train, y_train, x_test, None, need_y_test=False)
   _check_kernel_params(lengthscale, jitter)
-  dtype = jnp.asarray(x_train).dtype
-  dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
+  dtype = _sample_dtype(x_train)
   mean, cov = _posterior_f64(x_train, y_train, x_test, lengthscale, jitter)
   mean, chol = jnp.asarray(mean, dtype), jnp.asarray(_cholesky_with_jitter(cov, jitter), dtype)
   z = jax.random.normal(key, (num_samples,) + mean.shape, dtype)

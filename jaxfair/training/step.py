@@ -85,8 +85,8 @@ def make_train_step(model: PureModel, loss: PerExampleLoss, weighting: Weighting
     key = jax.random.fold_in(stream_key(state.key, STEP_STREAM), state.step)
     k_perturb, k_loss = jax.random.split(key)
     mask = batch.mask
-    run_level_kw = {name: {"step": state.step, "run_key": stream_key(state.key, LOSS_STREAM)}[name]
-                    for name in run_level}
+    available = {"step": state.step, "run_key": stream_key(state.key, LOSS_STREAM)}
+    run_level_kw = {name: available[name] for name in run_level}
 
     def objective(params):
       x = batch.x
